@@ -1,0 +1,20 @@
+"""Attention patterns: what may attend to what.
+
+Each pattern is a frozen dataclass with one element-wise predicate ``allowed(q, k, h)``; causality
+is applied on top. Masks, block layouts and execution plans are derived from the predicate.
+"""
+from .base import Pattern
+from .dense import Dense
+from .fixed import Block, Fixed, Summary
+from .global_ import Global
+from .layout import BlockLayout, block_layout, count_pairs, dense_mask
+from .local import Local
+from .per_head import PerHead
+from .random import Random
+from .strided import Column, Strided
+from .union import Union
+
+__all__ = [
+    "Pattern", "Dense", "Local", "Strided", "Column", "Fixed", "Block", "Summary", "Global",
+    "Random", "Union", "PerHead", "BlockLayout", "block_layout", "count_pairs", "dense_mask",
+]

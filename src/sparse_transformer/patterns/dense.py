@@ -1,0 +1,15 @@
+"""Dense attention: every pair allowed (causality, if asked for, applied on top)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .base import Pattern
+
+
+@dataclass(frozen=True)
+class Dense(Pattern):
+    def allowed(self, q, k, h):
+        return torch.ones(torch.broadcast_shapes(q.shape, k.shape), dtype=torch.bool,
+                          device=q.device)
