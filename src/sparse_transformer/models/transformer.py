@@ -1,0 +1,137 @@
+"""The Sparse Transformer (Child et al. 2019, section 5): pre-norm residual blocks over bytes.
+
+    H_0 = embed(X);  H_k = H_{k-1} + a(H_{k-1}) + b(H_{k-1});  y = softmax(norm(H_N) W_out)
+    a(H) = dropout(attention(norm(H)));  b(H) = dropout(ff(norm(H + a(H))))
+    ff(x) = W2 f(W1 x + b1) + b2,  f(x) = x * sigmoid(1.702 x)
+
+Initialisation: weights N(0, std=0.125 / sqrt(fan_in)), token embedding std 0.125 / sqrt(d),
+position embeddings std 0.125 / sqrt(d * n_emb), biases and output logits zero, and the attention
+output projection and W2 additionally scaled by 1 / sqrt(2 N). (The paper writes N(0, x) without
+saying whether x is a variance or a standard deviation; we read it as the standard deviation.)
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from ..layers import SparseSelfAttention
+from .config import ModelConfig
+
+
+class QuickGELU(nn.Module):
+    def forward(self, x):
+        return x * torch.sigmoid(1.702 * x)
+
+
+class FeedForward(nn.Module):
+    def __init__(self, d_model: int, mult: float):
+        super().__init__()
+        hidden = int(round(d_model * mult))
+        self.w1 = nn.Linear(d_model, hidden)
+        self.act = QuickGELU()
+        self.w2 = nn.Linear(hidden, d_model)
+
+    def forward(self, x):
+        return self.w2(self.act(self.w1(x)))
+
+
+class ResidualBlock(nn.Module):
+    def __init__(self, cfg: ModelConfig, index: int):
+        super().__init__()
+        self.norm_a = nn.LayerNorm(cfg.d_model)
+        self.attn = SparseSelfAttention(cfg.d_model, cfg.n_heads, cfg.build_pattern(), cfg.mode,
+                                        layer_index=index, causal=True, qk_ratio=cfg.qk_ratio,
+                                        backend=cfg.backend)
+        self.norm_b = nn.LayerNorm(cfg.d_model)
+        self.ff = FeedForward(cfg.d_model, cfg.ff_mult)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, h, key_padding_mask=None):
+        a = self.drop(self.attn(self.norm_a(h), key_padding_mask))
+        b = self.drop(self.ff(self.norm_b(h + a)))
+        return h + a + b
+
+
+class PositionEmbedding(nn.Module):
+    """Learned position embeddings, one table per dimension (factorized or of the data)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        if cfg.position == "factorized":
+            self.dims = (-(-cfg.seq_len // cfg.stride), cfg.stride)
+        elif cfg.position == "data":
+            self.dims = tuple(cfg.data_shape)
+        else:
+            self.dims = ()
+        self.tables = nn.ParameterList(
+            [nn.Parameter(torch.empty(size, cfg.d_model)) for size in self.dims])
+        std = 0.125 / math.sqrt(cfg.d_model * max(1, len(self.dims)))
+        for t in self.tables:
+            nn.init.normal_(t, std=std)
+
+    def forward(self, positions: torch.Tensor) -> torch.Tensor | float:
+        """positions: long (n,) -> (n, d) sum of the per-dimension embeddings."""
+        out = 0.0
+        rem = positions
+        for size, table in zip(reversed(self.dims), reversed(list(self.tables))):
+            out = out + table[rem % size]
+            rem = rem // size
+        return out
+
+
+class SparseTransformer(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.tok = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.pos = PositionEmbedding(cfg)
+        self.blocks = nn.ModuleList([ResidualBlock(cfg, i) for i in range(cfg.n_layers)])
+        self.norm = nn.LayerNorm(cfg.d_model)
+        self.head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        cfg = self.cfg
+        resid = 1.0 / math.sqrt(2 * cfg.n_layers)
+        for name, m in self.named_modules():
+            if isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, std=0.125 / math.sqrt(m.in_features))
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+        for blk in self.blocks:
+            blk.attn.proj.weight.data.mul_(resid)
+            blk.ff.w2.weight.data.mul_(resid)
+        nn.init.normal_(self.tok.weight, std=0.125 / math.sqrt(cfg.d_model))
+        nn.init.zeros_(self.head.weight)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def embed(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:
+        n = x.shape[1]
+        pos = torch.arange(offset, offset + n, device=x.device)
+        return self.tok(x) + self.pos(pos)
+
+    def forward(self, x: torch.Tensor, key_padding_mask=None) -> torch.Tensor:
+        """x: long (batch, seq) of byte values -> logits (batch, seq, vocab) in float32."""
+        if x.dim() != 2 or x.dtype != torch.long:
+            raise ValueError(f"x must be a long tensor (batch, seq), got {x.dtype} {tuple(x.shape)}")
+        if x.shape[1] > self.cfg.seq_len:
+            raise ValueError(f"sequence length {x.shape[1]} exceeds the model's seq_len "
+                             f"{self.cfg.seq_len}")
+        h = self.embed(x)
+        for blk in self.blocks:
+            if self.cfg.checkpointing and self.training and torch.is_grad_enabled():
+                h = checkpoint(blk, h, key_padding_mask, use_reentrant=False)
+            else:
+                h = blk(h, key_padding_mask)
+        return self.head(self.norm(h)).float()
+
+    def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy in nats per byte."""
+        logits = self(x)
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))

@@ -1,0 +1,221 @@
+"""The training loop: AdamW, warmup + cosine decay, clipping, mixed precision, eval, checkpoints.
+
+Exact resume: batches come from a generator seeded by (seed, step), and a checkpoint holds the
+model, optimizer, loss scaler and RNG states, so a resumed run's next loss equals the loss the
+uninterrupted run had at that step. A NaN or infinite loss stops the run (``TrainingDiverged``)
+without writing a checkpoint, so the last good one stays ``latest``.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from ..data import batch_generator, load_text, random_batch
+from ..models import ModelConfig, RunConfig, SparseTransformer
+from . import checkpoint as ckpt
+from .evaluate import bits_per_byte
+
+LN2 = math.log(2)
+
+
+class TrainingDiverged(RuntimeError):
+    pass
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={name!r} but CUDA is not available; use device=cpu")
+    return dev
+
+
+def autocast_for(precision: str, device: torch.device):
+    if precision not in ("fp32", "bf16", "fp16"):
+        raise ValueError(f"precision must be fp32, bf16 or fp16, got {precision!r}")
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError("precision='fp16' needs a CUDA device; use bf16 on the CPU")
+    if precision == "fp32":
+        return None
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return lambda: torch.autocast(device.type, dtype=dtype)
+
+
+def lr_at(step: int, cfg) -> float:
+    """Linear warmup for ``warmup`` steps, then cosine decay to lr * min_lr_ratio at ``steps``."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    frac = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * frac)))
+
+
+def make_optimizer(model: torch.nn.Module, cfg) -> torch.optim.Optimizer:
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas))
+
+
+def config_to_dict(cfg: RunConfig) -> dict:
+    return asdict(cfg)
+
+
+def config_from_dict(d: dict) -> RunConfig:
+    from ..models import DataConfig, TrainConfig
+
+    model = dict(d["model"])
+    model["data_shape"] = tuple(model.get("data_shape", ()))
+    train = dict(d["train"])
+    train["betas"] = tuple(train.get("betas", (0.9, 0.95)))
+    return RunConfig(model=ModelConfig(**model), train=TrainConfig(**train),
+                     data=DataConfig(**d["data"]))
+
+
+class Trainer:
+    def __init__(self, cfg: RunConfig, run_dir: str | Path, data=None, log=print,
+                 progress: bool = True):
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.log = log
+        self.progress = progress
+        t = cfg.train
+        if t.num_threads:
+            torch.set_num_threads(t.num_threads)
+        self.device = resolve_device(t.device)
+        self.autocast = autocast_for(t.precision, self.device)
+        self.data = data if data is not None else load_text(cfg.data.source)
+        torch.manual_seed(t.seed)
+        self.model = SparseTransformer(cfg.model).to(self.device)
+        self.optimizer = make_optimizer(self.model, t)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=(t.precision == "fp16"))
+        self.step = 0
+        self.history: list[dict] = []
+
+    # -- state ----------------------------------------------------------------------------------
+    def save(self) -> Path:
+        state = {"config": config_to_dict(self.cfg), "scaler": self.scaler.state_dict()}
+        return ckpt.save_checkpoint(self.run_dir, self.step, self.model, self.optimizer, state)
+
+    def resume(self) -> bool:
+        path = ckpt.latest_checkpoint(self.run_dir)
+        if path is None:
+            return False
+        state = ckpt.load_state(path)
+        ckpt.load_model_weights(path, self.model, self.device)
+        ckpt.load_optimizer(path, self.optimizer, state)
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        ckpt.load_rng(path)
+        self.step = int(state["step"])
+        self.log(f"resumed from {path} at step {self.step}")
+        return True
+
+    # -- steps ----------------------------------------------------------------------------------
+    def batch(self, step: int, split: str = "train", stream: int = 0):
+        t, m = self.cfg.train, self.cfg.model
+        rng = batch_generator(t.seed, step, stream)
+        x, y = random_batch(self.data[split], m.seq_len, t.batch_size, rng)
+        return x.to(self.device), y.to(self.device)
+
+    def train_step(self) -> float:
+        t = self.cfg.train
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr_at(self.step, t)
+        x, y = self.batch(self.step)
+        self.model.train()
+        ctx = self.autocast() if self.autocast else contextlib.nullcontext()
+        with ctx:
+            loss = self.model.loss(x, y)
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(
+                f"loss became {loss.item()} at step {self.step}; stopping. The last good "
+                f"checkpoint in {self.run_dir} is kept: lower the learning rate or use fp32 and "
+                f"resume with --resume")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.step += 1
+        return loss.item()
+
+    def evaluate(self, split: str = "valid", batches: int | None = None) -> float:
+        """Quick held-out loss in bits/byte on fixed random windows (same every call)."""
+        t = self.cfg.train
+        n = t.eval_batches if batches is None else batches
+        self.model.eval()
+        total = 0.0
+        with torch.no_grad():
+            for i in range(n):
+                rng = batch_generator(t.seed + 1, i, stream=1)
+                x, y = random_batch(self.data[split], self.cfg.model.seq_len, t.batch_size, rng)
+                ctx = self.autocast() if self.autocast else contextlib.nullcontext()
+                with ctx:
+                    total += self.model.loss(x.to(self.device), y.to(self.device)).item()
+        self.model.train()
+        return total / n / LN2
+
+    def final_eval(self, split: str = "valid") -> dict:
+        m, t = self.cfg.model, self.cfg.train
+        return bits_per_byte(self.model, self.data[split], m.seq_len, batch_size=t.batch_size,
+                             max_bytes=t.final_eval_bytes, device=self.device,
+                             autocast=self.autocast)
+
+    def _write_log(self, rec: dict) -> None:
+        self.history.append(rec)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.run_dir / "log.jsonl", "a") as f:
+            f.write(json.dumps(rec) + "\n")
+
+    def fit(self) -> dict:
+        t, m = self.cfg.train, self.cfg.model
+        start_step = self.step
+        t0 = time.perf_counter()
+        tokens = t.batch_size * m.seq_len
+        bar = None
+        if self.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=t.steps, initial=self.step, unit="step", dynamic_ncols=True)
+        stopped = "steps"
+        last_t, last_step = t0, self.step
+        try:
+            while self.step < t.steps:
+                loss = self.train_step()
+                now = time.perf_counter()
+                if bar is not None:
+                    bar.update(1)
+                if self.step % t.log_every == 0 or self.step == t.steps:
+                    tps = tokens * (self.step - last_step) / max(1e-9, now - last_t)
+                    last_t, last_step = now, self.step
+                    rec = {"step": self.step, "loss_bpb": loss / LN2, "lr": lr_at(self.step - 1, t),
+                           "tokens_per_s": tps, "elapsed_s": now - t0}
+                    self._write_log(rec)
+                    if bar is not None:
+                        bar.set_postfix(bpb=f"{loss / LN2:.3f}", tok_s=f"{tps:,.0f}")
+                if self.step % t.eval_every == 0 or self.step == t.steps:
+                    v = self.evaluate()
+                    self._write_log({"step": self.step, "valid_bpb": v,
+                                     "elapsed_s": time.perf_counter() - t0})
+                    if bar is not None:
+                        bar.write(f"step {self.step}: valid {v:.3f} bits/byte")
+                if self.step % t.checkpoint_every == 0:
+                    self.save()
+                if t.time_limit and time.perf_counter() - t0 >= t.time_limit:
+                    stopped = "time_limit"
+                    break
+        finally:
+            if bar is not None:
+                bar.close()
+        if self.step != start_step:
+            self.save()
+        return {"steps": self.step, "stopped_by": stopped, "elapsed_s": time.perf_counter() - t0}
