@@ -1,0 +1,248 @@
+"""The "triton" backend: fused sparse attention kernels behind ``sparse_attention``.
+
+``triton_attention`` takes the same arguments and returns the same thing as every backend. It
+derives a ``TritonPlan`` from the pattern (cached by pattern, length, heads, causality, device and
+tile size), then runs the kernels of ``triton_kernels`` through two registered custom ops
+(``sparse_transformer::triton_sparse_fwd`` / ``..._bwd``), so that torch.compile graphs can hold
+them, with autograd wired through ``register_autograd``.
+
+Inputs: float16, bfloat16 or float32 (float32 uses exact float32 dots, not tf32), head_dim 1..128
+(dims that are not 16, 32, 64 or 128 are padded inside the kernel by masked loads), on a CUDA
+device, or on the CPU when Triton's interpreter is on (``TRITON_INTERPRET=1``, for CI).
+Importing this module never needs CUDA or Triton; ``is_available()`` says whether it can run.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+from typing import Optional
+
+import torch
+
+from ..patterns import Pattern
+from .triton_plan import TritonPlan, build_plan
+
+MAX_HEAD_DIM = 128
+DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+_PLANS: dict[str, TritonPlan] = {}
+
+
+def triton_importable() -> bool:
+    return importlib.util.find_spec("triton") is not None
+
+
+def interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def is_available(device: torch.device | str | None = None) -> bool:
+    """True when the kernels can run on ``device`` (CUDA, or CPU under the interpreter)."""
+    if not triton_importable():
+        return False
+    dev = torch.device(device) if device is not None else None
+    if dev is None or dev.type == "cuda":
+        return torch.cuda.is_available() or (dev is None and interpreting())
+    return dev.type == "cpu" and interpreting()
+
+
+def _kernels():
+    from . import triton_kernels
+
+    return triton_kernels
+
+
+def default_block(device: torch.device) -> int:
+    """Tile size: 64 on GPUs; 16 under the interpreter, so small tests still span many tiles."""
+    return 16 if device.type == "cpu" else 64
+
+
+def check_inputs(q: torch.Tensor) -> None:
+    if q.dtype not in DTYPES:
+        raise ValueError(f"the triton backend takes q, k, v in float16, bfloat16 or float32, "
+                         f"got {q.dtype}")
+    d = q.shape[-1]
+    if d > MAX_HEAD_DIM:
+        raise ValueError(f"the triton backend supports head_dim <= {MAX_HEAD_DIM} (32, 64 and 128 "
+                         f"natively, others padded), got head_dim={d}")
+    if not triton_importable():
+        raise RuntimeError("the triton backend needs the 'triton' package (pip install triton)")
+    if q.device.type == "cpu" and not interpreting():
+        raise ValueError("the triton backend runs on CUDA tensors, or on CPU tensors only with "
+                         f"TRITON_INTERPRET=1; got q on {q.device}")
+    if q.device.type not in ("cpu", "cuda"):
+        raise ValueError(f"the triton backend runs on CUDA devices, got q on {q.device}")
+
+
+def get_plan(pattern: Pattern, n: int, heads: int, causal: bool, device, block: int | None = None):
+    """(key, plan) for this problem; the key names the plan inside the custom ops."""
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    block = default_block(device) if block is None else block
+    key = f"{pattern!r}|n={n}|h={heads}|causal={causal}|{device}|block={block}"
+    plan = _PLANS.get(key)
+    if plan is None:
+        plan = build_plan(pattern, n, heads, causal, device, block)
+        _PLANS[key] = plan
+    return key, plan
+
+
+def _launch_opts(block: int, d: int, device: torch.device, backward: bool = False) -> dict:
+    if device.type == "cpu":
+        return {}
+    warps = 4 if d <= 64 else 8
+    return {"num_warps": warps, "num_stages": 2 if backward else 3}
+
+
+def _dot_prec(dtype) -> str:
+    return "ieee" if dtype == torch.float32 else "tf32"
+
+
+def _common(plan: TritonPlan, q, k, v):
+    b, h, n, d = q.shape
+    return dict(sqb=q.stride(0), sqh=q.stride(1), sqn=q.stride(2),
+                skb=k.stride(0), skh=k.stride(1), skn=k.stride(2),
+                svb=v.stride(0), svh=v.stride(1), svn=v.stride(2),
+                H=h, N=n, D=d, HP_MUL=1 if plan.heads > 1 else 0,
+                BLOCK=plan.block, BLOCK_D=max(16, triton_next_pow2(d)),
+                DOT_PREC=_dot_prec(q.dtype))
+
+
+def triton_next_pow2(x: int) -> int:
+    return 1 << max(0, (x - 1).bit_length())
+
+
+def _kpm_arg(kpm, like):
+    if kpm is None:
+        return like, False
+    return kpm.contiguous().view(torch.uint8), True
+
+
+def _forward(q, k, v, kpm, plan: TritonPlan, scale: float):
+    kern = _kernels()
+    b, h, n, d = q.shape
+    out = torch.empty(b, h, n, d, dtype=q.dtype, device=q.device)
+    lse = torch.empty(b, h, n, dtype=torch.float32, device=q.device)
+    kpm_t, has_kpm = _kpm_arg(kpm, lse)
+    passes = plan.fwd
+    scratch = torch.empty(b, h, n, d, dtype=torch.float32, device=q.device) if len(passes) > 1 else out
+    common = _common(plan, q, k, v)
+    opts = _launch_opts(plan.block, d, q.device)
+    for i, ps in enumerate(passes):
+        dst = out if i == len(passes) - 1 else scratch
+        kern._fwd_kernel[(ps.num_tiles, b * h)](
+            q, k, v, dst, lse, scratch, lse, kpm_t, ps.tiles, ps.order, ps.rowptr, ps.entries,
+            plan.masks, scale * kern.LOG2E, T=ps.num_tiles, E=ps.entries.shape[1],
+            HAS_KPM=has_kpm, HAS_SEED=i > 0, **common, **opts)
+    return out, lse
+
+
+def _backward(dout, dlse, q, k, v, out, lse, kpm, plan: TritonPlan, scale: float):
+    kern = _kernels()
+    b, h, n, d = q.shape
+    dev = q.device
+    common = _common(plan, q, k, v)
+    opts = _launch_opts(plan.block, d, dev, backward=True)
+    dout = dout.contiguous()
+    delta = torch.empty(b, h, n, dtype=torch.float32, device=dev)
+    total = b * h * n
+    rows = 64
+    kern._delta_kernel[(triton_cdiv(total, rows),)](
+        out, dout, dlse if dlse is not None else delta, delta, total, d,
+        HAS_DLSE=dlse is not None, ROWS=rows, BLOCK_D=common["BLOCK_D"])
+    kpm_t, has_kpm = _kpm_arg(kpm, delta)
+
+    dq = torch.empty(b, h, n, d, dtype=q.dtype, device=dev)
+    passes = plan.fwd
+    acc = torch.empty(b, h, n, d, dtype=torch.float32, device=dev) if len(passes) > 1 else dq
+    for i, ps in enumerate(passes):
+        dst = dq if i == len(passes) - 1 else acc
+        kern._dq_kernel[(ps.num_tiles, b * h)](
+            q, k, v, dout, lse, delta, dst, acc, kpm_t, ps.tiles, ps.order, ps.rowptr,
+            ps.entries, plan.masks, scale * kern.LOG2E, scale, T=ps.num_tiles,
+            E=ps.entries.shape[1], HAS_KPM=has_kpm, HAS_SEED=i > 0, **common, **opts)
+
+    passes = plan.bwd
+    single = len(passes) == 1
+    alloc = torch.empty if single and passes[0].covers_all else torch.zeros
+    dk = alloc(b, h, n, d, dtype=k.dtype, device=dev)
+    dv = alloc(b, h, n, d, dtype=v.dtype, device=dev)
+    if single:
+        acc_k, acc_v = dk, dv
+    else:
+        first_covers = passes[0].covers_all
+        alloc = torch.empty if first_covers else torch.zeros
+        acc_k = alloc(b, h, n, d, dtype=torch.float32, device=dev)
+        acc_v = alloc(b, h, n, d, dtype=torch.float32, device=dev)
+    for i, ps in enumerate(passes):
+        last = i == len(passes) - 1
+        seed = not single and (i > 0 or not passes[0].covers_all)
+        kern._dkdv_kernel[(ps.num_tiles, b * h)](
+            q, k, v, dout, lse, delta, dk if last else acc_k, dv if last else acc_v, acc_k,
+            acc_v, kpm_t, ps.tiles, ps.order, ps.rowptr, ps.entries, plan.masks,
+            scale * kern.LOG2E, scale, T=ps.num_tiles, E=ps.entries.shape[1],
+            HAS_KPM=has_kpm, HAS_SEED=seed, **common, **opts)
+    return dq, dk, dv
+
+
+def triton_cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+# -- custom ops (torch.compile sees them as opaque nodes with fake shapes) ----------------------
+@torch.library.custom_op("sparse_transformer::triton_sparse_fwd", mutates_args=())
+def _fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+            key_padding_mask: Optional[torch.Tensor], plan_key: str,
+            scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    return _forward(q, k, v, key_padding_mask, _PLANS[plan_key], scale)
+
+
+@_fwd_op.register_fake
+def _fwd_fake(q, k, v, key_padding_mask, plan_key, scale):
+    b, h, n, d = q.shape
+    return (q.new_empty(b, h, n, d), q.new_empty(b, h, n, dtype=torch.float32))
+
+
+@torch.library.custom_op("sparse_transformer::triton_sparse_bwd", mutates_args=())
+def _bwd_op(dout: torch.Tensor, dlse: Optional[torch.Tensor], q: torch.Tensor,
+            k: torch.Tensor, v: torch.Tensor, out: torch.Tensor, lse: torch.Tensor,
+            key_padding_mask: Optional[torch.Tensor], plan_key: str,
+            scale: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return _backward(dout, dlse, q, k, v, out, lse, key_padding_mask, _PLANS[plan_key], scale)
+
+
+@_bwd_op.register_fake
+def _bwd_fake(dout, dlse, q, k, v, out, lse, key_padding_mask, plan_key, scale):
+    return (torch.empty_like(q, memory_format=torch.contiguous_format),
+            torch.empty_like(k, memory_format=torch.contiguous_format),
+            torch.empty_like(v, memory_format=torch.contiguous_format))
+
+
+def _setup_context(ctx, inputs, output):
+    q, k, v, kpm, plan_key, scale = inputs
+    out, lse = output
+    ctx.save_for_backward(q, k, v, out, lse, kpm)
+    ctx.plan_key, ctx.scale = plan_key, scale
+
+
+def _autograd_backward(ctx, dout, dlse):
+    q, k, v, out, lse, kpm = ctx.saved_tensors
+    if dout is None:
+        dout = torch.zeros_like(out)
+    dq, dk, dv = _bwd_op(dout, dlse, q, k, v, out, lse, kpm, ctx.plan_key, ctx.scale)
+    return dq, dk, dv, None, None, None
+
+
+_fwd_op.register_autograd(_autograd_backward, setup_context=_setup_context)
+
+
+def triton_attention(q, k, v, pattern: Pattern, causal: bool = True, key_padding_mask=None,
+                     scale=None, return_lse: bool = False, block: int | None = None):
+    """Sparse attention through the fused Triton kernels (see the module docstring)."""
+    check_inputs(q)
+    b, h, n, d = q.shape
+    scale = d ** -0.5 if scale is None else float(scale)
+    q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
+    key, _ = get_plan(pattern, n, h, causal, q.device, block)
+    out, lse = _fwd_op(q, k, v, key_padding_mask, key, scale)
+    return (out, lse) if return_lse else out

@@ -1,0 +1,314 @@
+"""Execution plans for the Triton kernels: which (query tile, key tile) pairs to compute.
+
+A *tile* is ``block`` positions described by three ints (start, seg, jump): position t of the tile
+is ``start + (t // seg) * jump + t % seg``. Contiguous tiles have ``seg = block``; the strided
+column factor uses tiles of the paper's transposed (n/l x l) view (``seg = 1, jump = l``); the
+fixed summary factor gathers the summary keys of several blocks into one compact tile
+(``seg = c, jump = l``). Positions >= n are out of bounds and masked by the kernels.
+
+A pattern is split into disjoint parts (``Pattern.parts``); each part gets its own query and key
+tilings and the list of tile pairs that hold an allowed pair. Every pair is evaluated against the
+pattern's predicate (never re-derived by hand): a pair is *full* when every in-bounds query of the
+tile may see every key of it, otherwise its element-wise mask is stored once (masks are
+deduplicated, so diagonal tiles share one). Causality and sequence bounds are baked into those
+masks; key padding is applied by the kernels.
+
+The plan holds, per pass, a CSR list of entries: forward and dq passes are query-major (a program
+owns one query tile and walks its key tiles), dk/dv passes are key-major. Passes over different
+tilings combine through the running log-sum-exp (forward) or by accumulation (backward). Memory is
+bounded by the number of computed tiles, never n x n.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+
+from ..patterns import Block, Column, Local, Pattern, Summary, block_layout
+
+_EVAL_ELEMENTS = 1 << 24  # predicate elements evaluated at once while building a plan
+
+
+@dataclass(frozen=True)
+class Pass:
+    """One kernel launch: programs own ``tiles``; ``entries`` list the other side's tiles."""
+
+    tiles: torch.Tensor  # int32 (Hp, T, 3): (start, seg, jump) of each program's tile
+    order: torch.Tensor  # int32 (Hp, T): tiles in launch order (most entries first)
+    rowptr: torch.Tensor  # int32 (Hp, T + 1): CSR offsets into entries
+    entries: torch.Tensor  # int32 (Hp, E, 4): other side's (start, seg, jump) and mask id (-1 full)
+    covers_all: bool  # the program tiles cover every position 0..n-1
+
+    @property
+    def num_tiles(self) -> int:
+        return self.tiles.shape[1]
+
+
+@dataclass(frozen=True)
+class TritonPlan:
+    seq_len: int
+    block: int
+    causal: bool
+    heads: int  # Hp: 1 when every head shares the layout, else the number of heads
+    masks: torch.Tensor  # int8 (U, block, block), [query, key]; at least one (unused) tile
+    fwd: tuple[Pass, ...]  # query-major passes (forward and dq)
+    bwd: tuple[Pass, ...]  # key-major passes (dk and dv)
+    tiles_computed: int  # (query tile, key tile) pairs computed per head group
+
+    @property
+    def pairs_computed(self) -> int:
+        return self.tiles_computed * self.block * self.block
+
+
+@dataclass
+class _PartPairs:
+    """A part's tilings and active tile pairs (before the masks are deduplicated globally)."""
+
+    qtiles: torch.Tensor  # long (Hp, Tq, 3)
+    ktiles: torch.Tensor  # long (Hp, Tk, 3)
+    hp: torch.Tensor  # long (P,)
+    qi: torch.Tensor  # long (P,)
+    ki: torch.Tensor  # long (P,)
+    mid: torch.Tensor  # long (P,): index into ``masks`` or -1
+    masks: torch.Tensor  # bool (M, block, block)
+    token_q: bool  # query tiling is the contiguous one
+    covers_k: bool  # key tiling covers every position
+
+
+def tile_positions(tiles: torch.Tensor, block: int) -> torch.Tensor:
+    """(..., 3) tile descriptors -> (..., block) positions."""
+    t = torch.arange(block, device=tiles.device)
+    start, seg, jump = tiles[..., 0:1], tiles[..., 1:2], tiles[..., 2:3]
+    return start + torch.div(t, seg, rounding_mode="floor") * jump + t.remainder(seg)
+
+
+def _token_tiles(n: int, block: int, device) -> torch.Tensor:
+    starts = torch.arange(0, n, block, device=device)
+    return torch.stack([starts, torch.full_like(starts, block), torch.full_like(starts, block)], -1)
+
+
+def _column_tiles(n: int, stride: int, block: int, device):
+    """Tiles of the transposed view: residue r, rows m0 .. m0 + block - 1 (position m * l + r)."""
+    rows = -(-n // stride)
+    per = -(-rows // block)
+    r = torch.arange(min(stride, n), device=device).repeat_interleave(per)
+    m0 = torch.arange(per, device=device).repeat(min(stride, n)) * block
+    start = r + m0 * stride
+    keep = start < n
+    r, start = r[keep], start[keep]
+    tiles = torch.stack([start, torch.ones_like(start), torch.full_like(start, stride)], -1)
+    return tiles, r
+
+
+def _summary_tiles(n: int, stride: int, summary: int, low: int, block: int, device):
+    """Compact tiles of the summary keys (offsets low .. low + summary - 1 of every stride block)."""
+    groups = -(-n // stride)
+    if block % summary == 0:
+        per = block // summary
+        g0 = torch.arange(0, groups, per, device=device)
+        start = g0 * stride + low
+        tiles = torch.stack([start, torch.full_like(start, summary),
+                             torch.full_like(start, stride)], -1)
+    else:  # summary is a multiple of block: several tiles per group
+        g = torch.arange(groups, device=device).repeat_interleave(summary // block)
+        i = torch.arange(summary // block, device=device).repeat(groups)
+        start = g * stride + low + i * block
+        tiles = torch.stack([start, torch.full_like(start, block), torch.full_like(start, block)], -1)
+    return tiles[tiles[:, 0] < n]
+
+
+def _evaluate(part: Pattern, head: int, n: int, causal: bool, qtiles, ktiles, qi, ki, block):
+    """Active / full flags and masks of candidate tile pairs (qi, ki), in chunks."""
+    act, full, masks = [], [], []
+    step = max(1, _EVAL_ELEMENTS // (block * block))
+    h = torch.tensor(head, device=qtiles.device)
+    for s in range(0, qi.numel(), step):
+        qp = tile_positions(qtiles[qi[s:s + step]], block)  # (C, B)
+        kp = tile_positions(ktiles[ki[s:s + step]], block)
+        ok = part.allowed(qp[:, :, None], kp[:, None, :], h)
+        ok = ok & (kp < n)[:, None, :]
+        if causal:
+            ok = ok & (kp[:, None, :] <= qp[:, :, None])
+        qin = (qp < n)[:, :, None]
+        a = (ok & qin).any(dim=(1, 2))
+        f = (ok | ~qin).all(dim=(1, 2))
+        act.append(a)
+        full.append(f & a)
+        masks.append((ok | ~qin)[a & ~f])
+    if not act:
+        z = torch.zeros(0, dtype=torch.bool, device=qtiles.device)
+        return z, z, torch.zeros(0, block, block, dtype=torch.bool, device=qtiles.device)
+    return torch.cat(act), torch.cat(full), torch.cat(masks)
+
+
+def _band(tq: int, tk: int, width: int, causal: bool, device):
+    qb = torch.arange(tq, device=device).repeat_interleave(2 * width + 1)
+    kb = qb + torch.arange(-width, width + 1, device=device).repeat(tq)
+    keep = (kb >= 0) & (kb < tk)
+    if causal:
+        keep &= kb <= qb
+    return qb[keep], kb[keep]
+
+
+def _pairs_for_part(part: Pattern, n: int, heads: int, causal: bool, block: int, device,
+                    compact_summary: bool) -> _PartPairs:
+    hp = heads if part.per_head else 1
+    tok = _token_tiles(n, block, device)
+    token_q, covers_k = True, True
+    qt_heads, kt_heads, cands = [], [], []
+    for h in range(hp):
+        qt, kt = tok, tok
+        if isinstance(part, Column) and n >= 2 * part.stride:
+            qt, r = _column_tiles(n, part.stride, block, device)
+            kt = qt
+            idx = torch.arange(qt.shape[0], device=device)
+            same = r[:, None] == r[None, :]
+            if causal:
+                same &= qt[None, :, 0] <= qt[:, None, 0] + (block - 1) * part.stride
+            qi, ki = same.nonzero(as_tuple=True)
+            del idx
+            token_q = False
+        elif isinstance(part, Summary) and compact_summary and (
+                block % part.summary == 0 or part.summary % block == 0):
+            off = h % (part.stride // part.summary) if part.distinct_heads else 0
+            low = part.stride - (off + 1) * part.summary
+            kt = _summary_tiles(n, part.stride, part.summary, low, block, device)
+            ok = torch.ones(qt.shape[0], kt.shape[0], dtype=torch.bool, device=device)
+            if causal:
+                ok &= kt[None, :, 0] <= qt[:, None, 0] + block - 1
+            qi, ki = ok.nonzero(as_tuple=True)
+            covers_k = False
+        elif isinstance(part, Local):
+            qi, ki = _band(qt.shape[0], kt.shape[0], -(-(part.window - 1) // block) + 1, causal,
+                           device)
+        elif isinstance(part, Block):
+            qi, ki = _band(qt.shape[0], kt.shape[0], -(-part.stride // block) + 1, causal, device)
+        else:
+            lay = block_layout(part, n, block, hp, causal, device=device)
+            qi, ki = lay.active[h].nonzero(as_tuple=True)
+        qt_heads.append(qt)
+        kt_heads.append(kt)
+        cands.append((qi, ki))
+    hps, qis, kis, mids, masks = [], [], [], [], []
+    n_masks = 0
+    for h, (qi, ki) in enumerate(cands):
+        a, f, m = _evaluate(part, h, n, causal, qt_heads[h], kt_heads[h], qi, ki, block)
+        qi, ki, f = qi[a], ki[a], f[a]
+        mid = torch.full_like(qi, -1)
+        mid[~f] = torch.arange(n_masks, n_masks + m.shape[0], device=device)
+        n_masks += m.shape[0]
+        hps.append(torch.full_like(qi, h))
+        qis.append(qi)
+        kis.append(ki)
+        mids.append(mid)
+        masks.append(m)
+    return _PartPairs(_stack_ragged(qt_heads), _stack_ragged(kt_heads), torch.cat(hps),
+                      torch.cat(qis), torch.cat(kis), torch.cat(mids), torch.cat(masks),
+                      token_q, covers_k)
+
+
+def _stack_ragged(tiles: list[torch.Tensor]) -> torch.Tensor:
+    """Stack per-head tile lists, padding short ones with tiles that start out of range."""
+    width = max(t.shape[0] for t in tiles)
+    out = []
+    for t in tiles:
+        pad = torch.tensor([[1 << 30, 1, 1]], device=t.device).expand(width - t.shape[0], 3)
+        out.append(torch.cat([t, pad]))
+    return torch.stack(out)
+
+
+def _broadcast_heads(p: _PartPairs, heads: int) -> _PartPairs:
+    if p.qtiles.shape[0] == heads:
+        return p
+    reps = heads
+    k = p.hp.numel()
+    return _PartPairs(p.qtiles.expand(heads, -1, -1), p.ktiles.expand(heads, -1, -1),
+                      torch.arange(heads, device=p.hp.device).repeat_interleave(k),
+                      p.qi.repeat(reps), p.ki.repeat(reps), p.mid.repeat(reps), p.masks,
+                      p.token_q, p.covers_k)
+
+
+def _csr(own_tiles, other_tiles, hp, own, other, mid, heads, covers_all) -> Pass:
+    """CSR of entries grouped by ``own`` tile (per head), sorted by ``other`` tile."""
+    t = own_tiles.shape[1]
+    dev = own_tiles.device
+    rowptrs, ents, orders = [], [], []
+    for h in range(heads):
+        sel = hp == h
+        o, x, m = own[sel], other[sel], mid[sel]
+        key = o * (other_tiles.shape[1] + 1) + x
+        srt = key.argsort(stable=True)
+        o, x, m = o[srt], x[srt], m[srt]
+        counts = torch.bincount(o, minlength=t)
+        rowptrs.append(torch.cat([counts.new_zeros(1), counts.cumsum(0)]))
+        ents.append(torch.cat([other_tiles[h, x], m[:, None]], -1))
+        orders.append(torch.argsort(-counts, stable=True))
+    width = max(1, max(e.shape[0] for e in ents))
+    entries = torch.full((heads, width, 4), -1, dtype=torch.long, device=dev)
+    for h, e in enumerate(ents):
+        entries[h, :e.shape[0]] = e
+    i32 = torch.int32
+    return Pass(own_tiles.to(i32).contiguous(), torch.stack(orders).to(i32).contiguous(),
+                torch.stack(rowptrs).to(i32).contiguous(), entries.to(i32).contiguous(),
+                covers_all)
+
+
+def build_plan(pattern: Pattern, seq_len: int, num_heads: int, causal: bool, device,
+               block: int) -> TritonPlan:
+    """The plan for ``pattern`` at this length (cached by value)."""
+    return _build_cached(pattern, seq_len, num_heads if pattern.per_head else 1, causal,
+                         str(torch.device(device)), block)
+
+
+@lru_cache(maxsize=64)
+def _build_cached(pattern, n, heads, causal, device, block):
+    parts = pattern.parts()
+    covering = any(not isinstance(p, Summary) for p in parts)
+    sets = [_broadcast_heads(_pairs_for_part(p, n, heads, causal, block, device, covering), heads)
+            for p in parts]
+    # Global mask deduplication: identical tiles (all diagonals, say) are stored once.
+    all_masks = [s.masks for s in sets]
+    offs = [0]
+    for m in all_masks:
+        offs.append(offs[-1] + m.shape[0])
+    stacked = torch.cat(all_masks) if offs[-1] else torch.zeros(0, block, block, dtype=torch.bool,
+                                                                device=device)
+    if stacked.shape[0]:
+        uniq, inv = torch.unique(stacked.reshape(stacked.shape[0], -1), dim=0, return_inverse=True)
+        masks = uniq.view(-1, block, block)
+    else:
+        masks, inv = torch.ones(1, block, block, dtype=torch.bool, device=device), None
+    for i, s in enumerate(sets):
+        if inv is not None:
+            local = s.mid >= 0
+            s.mid = torch.where(local, inv[(s.mid + offs[i]).clamp(min=0)], s.mid)
+    # Backward (key-major): one pass per part; the last one must cover every key position.
+    sets.sort(key=lambda s: (s.covers_k, s.token_q))
+    bwd = tuple(_csr(s.ktiles, s.qtiles, s.hp, s.ki, s.qi, s.mid, heads, s.covers_k) for s in sets)
+    # Forward (query-major): parts sharing the contiguous query tiling run as one pass.
+    fwd = []
+    token = [s for s in sets if s.token_q]
+    for s in sets:
+        if not s.token_q:
+            fwd.append(_csr(s.qtiles, s.ktiles, s.hp, s.qi, s.ki, s.mid, heads, True))
+    if token:
+        fwd.append(_merged_token_pass(token, heads))
+    tiles = sum(int(s.hp.numel()) for s in sets) // heads
+    return TritonPlan(n, block, causal, heads, masks.to(torch.int8).contiguous(), tuple(fwd),
+                      bwd, tiles)
+
+
+def _merged_token_pass(sets: list[_PartPairs], heads: int) -> Pass:
+    """Concatenate the entries of parts that share the contiguous query tiling."""
+    qt = sets[0].qtiles
+    offs, kts, hp, qi, ki, mid = 0, [], [], [], [], []
+    for s in sets:
+        kts.append(s.ktiles)
+        hp.append(s.hp)
+        qi.append(s.qi)
+        ki.append(s.ki + offs)
+        mid.append(s.mid)
+        offs += s.ktiles.shape[1]
+    kt = torch.cat(kts, 1)
+    return _csr(qt, kt, torch.cat(hp), torch.cat(qi), torch.cat(ki), torch.cat(mid), heads, True)
