@@ -1,16 +1,20 @@
 """The pure-PyTorch blocked backend: runs on any device, with autograd, no n x n tensor.
 
-A pattern is split into disjoint parts (``Pattern.parts``), each with a gather plan
-(``plans.py``) that lists, per group of queries, the keys it may need. One autograd function runs
-all parts flash-style, in chunks of groups:
+A pattern is split into disjoint parts (``Pattern.parts``); each part has an execution plan
+(``plans.py``): a few tasks, each a batch of query groups against their keys, taken as views of
+q, k, v wherever the plan allows (contiguous blocks, shifted blocks, the transposed column view)
+and gathered by index otherwise. One autograd function runs every task flash-style, in steps
+whose score tensor stays under ``CHUNK_SCORES`` elements:
 
-* forward: for each chunk, gather its queries and keys, take the masked scores, and fold them into
-  a running (output, log-sum-exp) per query (online softmax across chunks and parts);
-* backward: recompute each chunk's probabilities from the final log-sum-exp and accumulate
-  dq, dk, dv. Nothing of size (queries x keys) is kept between chunks.
+* forward: a step's scores are masked by the pattern's predicate on exactly its pairs (the
+  task's mask, plus key padding), soft-maxed, and applied to the values. Each query row lies in
+  at most one task per part, so a part's output for a row is complete; parts are folded together
+  through their log-sum-exps (online softmax);
+* backward: each step recomputes its probabilities from the final log-sum-exp and accumulates
+  dq, dk, dv into the views it read from. Nothing of size (queries x keys) outlives a step.
 
-So peak memory is the inputs, the outputs and gradients, plus one chunk of scores, and compute
-grows with the pairs the plans list. Rows with no allowed key output zeros with zero gradients.
+Peak memory is the inputs, outputs and gradients plus one step's scores; compute grows with the
+pairs the plans list. Rows with no allowed key output zeros with zero gradients.
 """
 from __future__ import annotations
 
@@ -18,63 +22,138 @@ import torch
 import torch.nn.functional as F
 
 from ..patterns import Pattern
-from .plans import GatherPlan, build_plan
+from .plans import Plan, Task, build_plan
 
-CHUNK_SCORES = 1 << 21  # score elements computed at once (8 MB in float32)
+CHUNK_SCORES = 1 << 20  # score elements (batch x heads x queries x keys) computed in one step
 
 
 def _acc_dtype(dtype):
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def _chunks(plan: GatherPlan, rows_per_group: int):
-    g, q = plan.q_idx.shape
-    k = plan.k_idx.shape[-1]
-    per = max(1, CHUNK_SCORES // max(1, rows_per_group * q * k))
-    for g0 in range(0, g, per):
-        g1 = min(g, g0 + per)
-        mask = plan.mask[:, g0:g1]
-        # Trim key columns that no query of this chunk may use (e.g. future keys when causal).
-        used = mask.any(dim=(0, 1, 2)).nonzero()
-        kmax = int(used[-1]) + 1 if used.numel() else 0
-        if kmax == 0:
+def _prepare(x: torch.Tensor, acc, length: int) -> torch.Tensor:
+    """x (B, H, n, D) in the accumulation dtype, contiguous, zero-padded to ``length`` rows.
+
+    Returns x itself when it already is all that (the common float32 case: no copy).
+    """
+    x = x.to(acc).contiguous()
+    if x.shape[2] < length:
+        x = F.pad(x, (0, 0, 0, length - x.shape[2]))
+    return x
+
+
+# -- views of the queries and keys of one task ---------------------------------------------------
+def _rows(x: torch.Tensor, task: Task) -> torch.Tensor:
+    """(B, H, N, *) -> the task's query rows (B, H, G, Q, *), a view (writable)."""
+    b, h = x.shape[:2]
+    if task.kind == "column":
+        full = x.view(b, h, task.q_len, task.stride, *x.shape[3:])
+        return full[:, :, :, task.q0:task.q0 + task.groups].transpose(2, 3)
+    end = task.q0 + task.groups * task.q_len
+    return x[:, :, task.q0:end].view(b, h, task.groups, task.q_len, *x.shape[3:])
+
+
+def _key_views(x: torch.Tensor, compact: torch.Tensor | None, task: Task) -> list[torch.Tensor]:
+    """The task's keys as a list of views (B, H, G, len, *) to concatenate along dim 3."""
+    if task.kind == "column":
+        return [_rows(x, task)]
+    src = compact if task.compact else x
+    b, h = src.shape[:2]
+    g, qn = task.groups, task.q_len
+    views = []
+    for s, length in task.pieces:
+        if g == 1:
+            views.append(src[:, :, s:s + length].unsqueeze(2))
             continue
-        yield plan.q_idx[g0:g1], plan.k_idx[:, g0:g1, :kmax], mask[..., :kmax]
+        for j in range(s, s + length, qn):  # pieces of multi-group tasks are whole blocks
+            views.append(src[:, :, j:j + g * qn].view(b, h, g, qn, *src.shape[3:]))
+    return views
 
 
-def _flat_index(idx: torch.Tensor, heads: int, n: int) -> torch.Tensor:
-    """(Hp, G, K) positions (-1 = padding) -> flat indices into a (heads * (n + 1)) axis."""
-    idx = torch.where(idx < 0, n, idx)
-    h = torch.arange(heads, device=idx.device).view(heads, 1, 1)
-    return (h * (n + 1) + idx).reshape(-1)
+def _gather_rows(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """x (B, H, N, D), idx long (Hp, M) (clamped to valid rows) -> (B, H, M, D)."""
+    if idx.shape[0] == 1:
+        return x.index_select(2, idx[0])
+    b, h, _, d = x.shape
+    return x.expand(b, idx.shape[0], *x.shape[2:]).gather(
+        2, idx.view(1, -1, idx.shape[1], 1).expand(b, -1, -1, d))
 
 
-def _gather(x_flat, flat, shape):
-    b, d = x_flat.shape[0], x_flat.shape[-1]
-    return x_flat.index_select(1, flat).view(b, *shape, d)
+def _scatter_rows(dx: torch.Tensor, idx: torch.Tensor, g: torch.Tensor) -> None:
+    if idx.shape[0] == 1:
+        dx.index_add_(2, idx[0], g)
+    else:
+        dx.scatter_add_(2, idx.view(1, -1, idx.shape[1], 1).expand_as(g), g)
 
 
-def _pad_flat(x, acc):
-    """(B, H, n, d) -> (B, H * (n + 1), d) in the accumulation dtype, with a zero row per head."""
-    b, h, n, d = x.shape
-    return F.pad(x.to(acc), (0, 0, 0, 1)).reshape(b, h * (n + 1), d)
+def _keys(x, compact, task: Task) -> torch.Tensor:
+    if task.kind == "gather":
+        idx = task.k_idx.clamp(min=0)
+        hp, g, kn = idx.shape
+        return _gather_rows(x, idx.view(hp, g * kn)).view(*x.shape[:2], g, kn, x.shape[-1])
+    views = _key_views(x, compact, task)
+    return views[0] if len(views) == 1 else torch.cat(views, 3)
 
 
-def _chunk_scores(qf, kf, q_idx, k_idx, mask, kpm, h, n, scale):
-    """Gathered (q, k) of one chunk and its masked scores (B, H, Gc, Q, Kc)."""
-    gc, qn = q_idx.shape
-    kn = k_idx.shape[-1]
-    q_flat = _flat_index(q_idx.unsqueeze(0).expand(h, gc, qn), h, n)
-    k_flat = _flat_index(k_idx.expand(h, gc, kn), h, n)
-    qg = _gather(qf, q_flat, (h, gc, qn))
-    kg = _gather(kf, k_flat, (h, gc, kn))
-    s = torch.matmul(qg, kg.transpose(-1, -2)).mul_(scale)
-    m = mask.unsqueeze(0)
+def _add_keys(dx, dcompact, task: Task, grad: torch.Tensor) -> None:
+    """Adjoint of ``_keys``: add ``grad`` (B, H, G, K, D) into the rows the keys came from."""
+    if task.kind == "gather":
+        idx = task.k_idx.clamp(min=0)
+        hp, g, kn = idx.shape
+        _scatter_rows(dx, idx.view(hp, g * kn), grad.reshape(*dx.shape[:2], g * kn, dx.shape[-1]))
+        return
+    at = 0
+    for view in _key_views(dx, dcompact, task):
+        width = view.shape[3]
+        view.add_(grad[:, :, :, at:at + width])
+        at += width
+
+
+def _steps(task: Task, batch_heads: int):
+    per = max(1, CHUNK_SCORES // max(1, batch_heads * task.q_len * task.k_len))
+    for g0 in range(0, task.groups, per):
+        yield task.split(g0, min(task.groups, g0 + per))
+
+
+def _masked_scores(qt, kt, task: Task, kpm, kpm_compact, scale):
+    """Scores (B, H, G, Q, K) with disallowed pairs (predicate, causality, padding) at -inf."""
+    s = torch.matmul(qt, kt.transpose(-1, -2)).mul_(scale)
+    block = None if task.mask is None else ~task.mask.unsqueeze(0)
     if kpm is not None:
-        pad = F.pad(kpm, (0, 1), value=True)[:, torch.where(k_idx < 0, n, k_idx)]
-        m = m & ~pad.unsqueeze(-2)
-    s.masked_fill_(~m, float("-inf"))
-    return s, qg, kg, q_flat, k_flat
+        pad = _keys(kpm, kpm_compact, task).squeeze(-1).unsqueeze(3)  # (B, 1|Hp, G, 1, K)
+        block = pad if block is None else block | pad
+    if block is not None:
+        s.masked_fill_(block, float("-inf"))
+    return s
+
+
+class _Inputs:
+    """The inputs of one call, padded per plan length, with compact key lists per plan."""
+
+    def __init__(self, tensors, acc, kpm):
+        self.tensors, self.acc, self.kpm = tensors, acc, kpm
+        self._padded = {}
+
+    def padded(self, length):
+        if length not in self._padded:
+            xs = [_prepare(t, self.acc, length) for t in self.tensors]
+            kpm = None
+            if self.kpm is not None:
+                extra = self.kpm.new_ones(self.kpm.shape[0], length - self.kpm.shape[1])
+                kpm = torch.cat([self.kpm, extra], 1)[:, None, :, None]
+            self._padded[length] = (xs, kpm)
+        return self._padded[length]
+
+
+def _compacts(plan: Plan, xs, kpm):
+    if plan.compact_keys is None:
+        return [None] * len(xs), None
+    idx = plan.compact_keys.clamp(min=0)
+    cx = [_gather_rows(x, idx) for x in xs]
+    ckpm = None
+    if kpm is not None:
+        ckpm = _gather_rows(kpm.expand(-1, idx.shape[0], -1, -1), idx)
+    return cx, ckpm
 
 
 class _BlockedAttention(torch.autograd.Function):
@@ -82,79 +161,81 @@ class _BlockedAttention(torch.autograd.Function):
     def forward(ctx, q, k, v, kpm, plans, scale):
         b, h, n, d = q.shape
         acc = _acc_dtype(q.dtype)
-        qf, kf, vf = (_pad_flat(t, acc) for t in (q, k, v))
-        out = torch.zeros(b, h * (n + 1), d, dtype=acc, device=q.device)
-        lse = torch.full((b, h * (n + 1)), float("-inf"), dtype=acc, device=q.device)
-        for plan in plans:
-            for q_idx, k_idx, mask in _chunks(plan, b * h):
-                s, _, _, q_flat, k_flat = _chunk_scores(qf, kf, q_idx, k_idx, mask, kpm, h, n, scale)
-                m = s.amax(-1, keepdim=True)
-                m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
-                p = s.sub_(m).exp_()
-                denom = p.sum(-1, keepdim=True)
-                vg = _gather(vf, k_flat, s.shape[1:3] + (s.shape[-1],))
-                o = torch.matmul(p, vg)
-                lse_c = torch.where(denom > 0, denom.log() + m, torch.full_like(m, float("-inf")))
-                _fold(out, lse, q_flat, o.reshape(b, -1, d), lse_c.reshape(b, -1), denom.reshape(b, -1))
-        out = out.view(b, h, n + 1, d)[:, :, :n]
-        lse = lse.view(b, h, n + 1)[:, :, :n]
+        length = max(p.padded_len for p in plans)
+        out = torch.zeros(b, h, length, d, dtype=acc, device=q.device)
+        lse = torch.full((b, h, length), float("-inf"), dtype=acc, device=q.device)
+        inputs = _Inputs((k, v, q), acc, kpm)
+        tiny = torch.finfo(acc).tiny
+        for first, plan in zip([True] + [False] * len(plans), plans):
+            (kp, vp, qp), kpmp = inputs.padded(plan.padded_len)
+            (kc, vc, _), kpmc = _compacts(plan, (kp, vp, qp), kpmp)
+            o_all, l_all = out[:, :, :plan.padded_len], lse[:, :, :plan.padded_len]
+            for task in plan.tasks:
+                for t in _steps(task, b * h):
+                    s = _masked_scores(_rows(qp, t), _keys(kp, kc, t), t, kpmp, kpmc, scale)
+                    m = s.amax(-1, keepdim=True).clamp_(min=torch.finfo(acc).min)
+                    p = s.sub_(m).exp_()
+                    den = p.sum(-1, keepdim=True)
+                    lse_t = den.log().add_(m).squeeze(-1)
+                    o = torch.matmul(p, _keys(vp, vc, t)).div_(den.clamp_(min=tiny))
+                    _fold(_rows(o_all, t), _rows(l_all, t), o, lse_t, first)
+        out, lse = out[:, :, :n], lse[:, :, :n]
         ctx.save_for_backward(q, k, v, out, lse, kpm)
         ctx.plans, ctx.scale = plans, scale
-        return out.to(q.dtype), lse.float() if acc != torch.float64 else lse
+        return out.to(q.dtype), (lse if acc == torch.float64 else lse.float())
 
     @staticmethod
     def backward(ctx, dout, dlse):
         q, k, v, out, lse, kpm = ctx.saved_tensors
+        plans, scale = ctx.plans, ctx.scale
         b, h, n, d = q.shape
         acc = out.dtype
-        scale = ctx.scale
-        qf, kf, vf = (_pad_flat(t, acc) for t in (q, k, v))
+        length = max(p.padded_len for p in plans)
         dout = torch.zeros_like(out) if dout is None else dout.to(acc)
         delta = (dout * out).sum(-1)
         if dlse is not None:
             delta = delta - dlse.to(acc)
-        lse_safe = torch.where(torch.isfinite(lse), lse, torch.full_like(lse, float("inf")))
-        dof = _pad_flat(dout, acc)
-        lsef = F.pad(lse_safe, (0, 1), value=float("inf")).reshape(b, -1)
-        deltaf = F.pad(delta, (0, 1)).reshape(b, -1)
-        dq = torch.zeros_like(qf)
-        dk = torch.zeros_like(kf)
-        dv = torch.zeros_like(vf)
-        for plan in ctx.plans:
-            for q_idx, k_idx, mask in _chunks(plan, b * h):
-                s, qg, kg, q_flat, k_flat = _chunk_scores(qf, kf, q_idx, k_idx, mask, kpm, h, n, scale)
-                shp = s.shape[1:4]
-                p = s.sub_(lsef[:, q_flat].view(b, *shp, 1)).exp_()
-                dog = _gather(dof, q_flat, shp)
-                vg = _gather(vf, k_flat, shp[:2] + (s.shape[-1],))
-                dp = torch.matmul(dog, vg.transpose(-1, -2))
-                ds = p * (dp - deltaf[:, q_flat].view(b, *shp, 1))
-                ds.mul_(scale)
-                dq.index_add_(1, q_flat, torch.matmul(ds, kg).reshape(b, -1, d))
-                dk.index_add_(1, k_flat, torch.matmul(ds.transpose(-1, -2), qg).reshape(b, -1, d))
-                dv.index_add_(1, k_flat, torch.matmul(p.transpose(-1, -2), dog).reshape(b, -1, d))
+        # Empty rows have lse = -inf; +inf there makes their probabilities exactly zero.
+        lse_b = torch.where(torch.isfinite(lse), lse, float("inf"))
+        lse_b = F.pad(lse_b, (0, length - n), value=float("inf")).unsqueeze(-1)
+        delta = F.pad(delta, (0, length - n)).unsqueeze(-1)
+        grads = [torch.zeros(b, h, length, d, dtype=acc, device=q.device) for _ in range(3)]
+        inputs = _Inputs((q, k, v, dout), acc, kpm)
+        for plan in plans:
+            pl = plan.padded_len
+            (qp, kp, vp, dop), kpmp = inputs.padded(pl)
+            (_, kc, vc, _), kpmc = _compacts(plan, (qp, kp, vp, dop), kpmp)
+            dq, dk, dv = (g[:, :, :pl] for g in grads)
+            dkc, dvc = (None, None) if kc is None else (torch.zeros_like(kc), torch.zeros_like(vc))
+            for task in plan.tasks:
+                for t in _steps(task, b * h):
+                    qt, kt, vt, dot = _rows(qp, t), _keys(kp, kc, t), _keys(vp, vc, t), _rows(dop, t)
+                    s = _masked_scores(qt, kt, t, kpmp, kpmc, scale)
+                    p = s.sub_(_rows(lse_b[:, :, :pl], t)).exp_()
+                    ds = torch.matmul(dot, vt.transpose(-1, -2))
+                    ds.sub_(_rows(delta[:, :, :pl], t)).mul_(p).mul_(scale)
+                    _rows(dq, t).add_(torch.matmul(ds, kt))
+                    _add_keys(dk, dkc, t, torch.matmul(ds.transpose(-1, -2), qt))
+                    _add_keys(dv, dvc, t, torch.matmul(p.transpose(-1, -2), dot))
+            if dkc is not None:
+                idx = plan.compact_keys.clamp(min=0)
+                _scatter_rows(dk, idx, dkc)
+                _scatter_rows(dv, idx, dvc)
+        dq, dk, dv = (g[:, :, :n].to(x.dtype) for g, x in zip(grads, (q, k, v)))
+        return dq, dk, dv, None, None, None
 
-        def unflat(x, like):
-            return x.view(b, h, n + 1, d)[:, :, :n].to(like.dtype)
 
-        return unflat(dq, q), unflat(dk, k), unflat(dv, v), None, None, None
-
-
-def _fold(out, lse, idx, o, lse_c, denom):
-    """Online-softmax merge of a chunk's normalised-later output into the running accumulators.
-
-    ``o`` is the chunk's unnormalised sum p @ v with p = exp(s - m); ``lse_c`` its log-sum-exp.
-    """
-    old = lse[:, idx]
-    new = torch.logaddexp(old, lse_c)
-    finite = torch.isfinite(new)
-    new_safe = torch.where(finite, new, torch.zeros_like(new))
-    w_old = torch.exp(old - new_safe)
-    # o / denom is the chunk's normalised output; its weight is exp(lse_c - new).
-    safe_denom = torch.where(denom > 0, denom, torch.ones_like(denom))
-    w_new = torch.exp(lse_c - new_safe) / safe_denom
-    out[:, idx] = out[:, idx] * w_old.unsqueeze(-1) + o * w_new.unsqueeze(-1)
-    lse[:, idx] = new
+def _fold(out, lse, o, lse_t, first: bool) -> None:
+    """Online-softmax merge of one step's normalised output into the running (out, lse) views."""
+    if first:
+        out.copy_(o)
+        lse.copy_(lse_t)
+        return
+    new = torch.logaddexp(lse, lse_t)
+    new_safe = torch.where(torch.isfinite(new), new, torch.zeros_like(new))
+    out.mul_(torch.exp(lse - new_safe).unsqueeze(-1))
+    out.add_(o.mul_(torch.exp(lse_t - new_safe).unsqueeze(-1)))
+    lse.copy_(new)
 
 
 def blocked_attention(q, k, v, pattern: Pattern, causal: bool = True, key_padding_mask=None,

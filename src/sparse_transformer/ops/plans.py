@@ -1,95 +1,219 @@
 """Execution plans for the pure-PyTorch blocked backend.
 
-A plan partitions the queries into groups (``q_idx``: (G, Q) positions) and gives each group, per
-head, the keys it may need (``k_idx``: (Hp, G, K) positions, Hp = 1 or heads). Padding entries are
--1. ``mask`` (Hp, G, Q, K) is the pattern's predicate (and causality) on exactly those pairs, so
-the plan decides only *which* pairs are computed, never *what* is allowed.
+A plan lists *which* (query, key) pairs one part of a pattern computes (see ``Pattern.parts``), as
+a few ``Task``s; *what* is allowed among those pairs always comes from the pattern's predicate
+(``Task.mask``, evaluated on exactly the listed pairs). Each query row belongs to at most one
+group of one task per plan, and its group lists every key the part may allow it, so a plan's
+output for a row is complete and parts combine through their log-sum-exps.
 
-Per part of a pattern (see ``Pattern.parts``) the cheapest shape is chosen:
+The task kinds are chosen so that queries and keys are *views* of the inputs wherever possible:
 
-* ``Column(l)``: the paper's transposed view. Position i = m * l + r; group r holds the positions
-  with residue r, and they attend among themselves: a dense (n/l x n/l) problem per residue.
-* ``Summary(l, c)``: one group of all queries against the compact list of summary keys.
-* anything else: the block layout derived from the predicate; each query block gathers its active
-  key blocks.
+* ``rows``: groups are consecutive blocks of Q query rows; a group's keys are a few contiguous
+  runs ("pieces") that move with the group. Local, Block and any band-shaped block layout use it
+  (no gather: the keys are shifted views of k and v). With ``compact`` the pieces index the plan's
+  compact key list instead (Summary: the queries of one block against the prefix of summary keys
+  that precedes it).
+* ``column``: the paper's transposed view for ``Column(l)``: position i = m * l + r; group r holds
+  the positions with residue r, a strided view of the (m, l) reshaped sequence, and attends among
+  them.
+* ``gather``: the general fallback. Groups are query blocks; each lists its active key blocks
+  from the pattern's block layout, gathered by index.
 
-Every plan's memory is bounded by the pairs it computes, which grow with the allowed pairs, never
-with n x n for a sparse pattern.
+Memory of every plan grows with the pairs it lists, never with n x n for a sparse pattern.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import torch
 
 from ..patterns import Block, Column, Local, Pattern, Summary, block_layout
 
+_MASK_ELEMENTS = 1 << 22  # predicate elements evaluated at once while building masks
 
-@dataclass(frozen=True)
-class GatherPlan:
-    q_idx: torch.Tensor  # long (G, Q)
-    k_idx: torch.Tensor  # long (Hp, G, K)
-    mask: torch.Tensor  # bool (Hp, G, Q, K)
-    inverse: torch.Tensor  # long (n,): flat index into G*Q of each query position
+
+@dataclass(frozen=True, eq=False)
+class Task:
+    """G groups of Q queries, each against K keys: the unit the blocked backend computes."""
+
+    kind: str  # "rows" | "column" | "gather"
+    q0: int  # rows/gather: first query row; column: first residue
+    groups: int  # G
+    q_len: int  # Q
+    pieces: tuple[tuple[int, int], ...] = ()  # rows: (start, length) of group 0's key runs
+    compact: bool = False  # rows: pieces index the plan's compact key list
+    k_idx: torch.Tensor | None = None  # gather: long (Hp, G, K) positions, -1 = none
+    mask: torch.Tensor | None = None  # bool (Hp or 1, G or 1, Q, K); None = every pair allowed
+    stride: int = 0  # column: the stride l
+
+    @property
+    def k_len(self) -> int:
+        if self.kind == "column":
+            return self.q_len
+        if self.kind == "gather":
+            return self.k_idx.shape[-1]
+        return sum(length for _, length in self.pieces)
+
+    def q_positions(self) -> torch.Tensor:
+        """long (G, Q): the query position of every row of the task."""
+        if self.kind == "column":
+            r = torch.arange(self.q0, self.q0 + self.groups).view(-1, 1)
+            return torch.arange(self.q_len).view(1, -1) * self.stride + r
+        return torch.arange(self.q0, self.q0 + self.groups * self.q_len).view(self.groups, -1)
+
+    def k_positions(self, compact_keys: torch.Tensor | None = None) -> torch.Tensor:
+        """long (Hp or 1, G, K): the key position of every column, -1 where there is none."""
+        if self.kind == "column":
+            return self.q_positions().unsqueeze(0)
+        if self.kind == "gather":
+            return self.k_idx
+        shift = torch.arange(self.groups).view(-1, 1) * self.q_len
+        runs = torch.cat([torch.arange(s, s + n) for s, n in self.pieces]).view(1, -1)
+        slots = runs + shift  # (G, K)
+        if not self.compact:
+            return slots.unsqueeze(0)
+        return compact_keys[:, slots]  # (Hp, G, K)
+
+    def split(self, g0: int, g1: int) -> "Task":
+        """The sub-task of groups g0 .. g1 - 1 (used to bound the memory of one step)."""
+        if g0 == 0 and g1 == self.groups:
+            return self
+        mask = self.mask
+        if mask is not None and mask.shape[1] > 1:
+            mask = mask[:, g0:g1]
+        if self.kind == "column":
+            return replace(self, q0=self.q0 + g0, groups=g1 - g0, mask=mask)
+        shift = g0 * self.q_len
+        k_idx = self.k_idx[:, g0:g1] if self.k_idx is not None else None
+        pieces = tuple((s + shift, n) for s, n in self.pieces)
+        return replace(self, q0=self.q0 + shift, groups=g1 - g0, pieces=pieces, k_idx=k_idx,
+                       mask=mask)
+
+
+@dataclass(frozen=True, eq=False)
+class Plan:
+    seq_len: int
+    padded_len: int  # inputs are zero-padded to this length (rows past seq_len are masked)
+    heads: int  # Hp: 1, or the number of heads when the part varies by head
+    tasks: tuple[Task, ...]
+    compact_keys: torch.Tensor | None = None  # long (Hp, Kc) positions, -1 = none
 
     @property
     def pairs_computed(self) -> int:
-        return int(self.k_idx.shape[0]) * self.mask[0].numel()
+        """Score elements evaluated per (batch, head)."""
+        return sum(t.groups * t.q_len * t.k_len for t in self.tasks)
 
 
-def build_plan(part: Pattern, seq_len: int, num_heads: int, causal: bool, device) -> GatherPlan:
-    return _build_plan_cached(part, seq_len, num_heads, causal, str(device))
+def build_plan(part: Pattern, seq_len: int, num_heads: int, causal: bool, device=None) -> Plan:
+    plan = _build_plan_cached(part, seq_len, num_heads, causal)
+    if device is not None and torch.device(device).type != "cpu":
+        plan = _plan_on(plan, str(device))
+    return plan
 
 
 @lru_cache(maxsize=64)
-def _build_plan_cached(part, seq_len, num_heads, causal, device):
-    if isinstance(part, Column):
-        q_idx, k_idx = _column_indices(part.stride, seq_len)
-    elif isinstance(part, Summary):
-        q_idx, k_idx = _summary_indices(part, seq_len, num_heads)
-    else:
-        q_idx, k_idx = _block_indices(part, seq_len, num_heads, causal)
-    q_idx, k_idx = q_idx.to(device), k_idx.to(device)
-    heads = k_idx.shape[0]
-    h = torch.arange(heads, device=device).view(-1, 1, 1, 1)
-    qp = q_idx.view(1, *q_idx.shape, 1)
-    kp = k_idx.unsqueeze(2)
-    mask = part.allowed(qp, kp, h) & (qp >= 0) & (kp >= 0)
-    if causal:
-        mask = mask & (kp <= qp)
-    flat = q_idx.reshape(-1)
-    inverse = torch.empty(seq_len, dtype=torch.long, device=device)
-    real = flat >= 0
-    inverse[flat[real]] = torch.arange(flat.numel(), device=device)[real]
-    return GatherPlan(q_idx, k_idx, mask.expand(heads, *mask.shape[1:]).contiguous(), inverse)
+def _plan_on(plan: Plan, device: str) -> Plan:
+    def move(t):
+        return None if t is None else t.to(device)
+
+    tasks = tuple(replace(t, k_idx=move(t.k_idx), mask=move(t.mask)) for t in plan.tasks)
+    return replace(plan, tasks=tasks, compact_keys=move(plan.compact_keys))
 
 
-def _column_indices(stride: int, n: int):
-    groups = min(stride, n)
-    m = -(-n // stride)
-    pos = torch.arange(m).view(1, m) * stride + torch.arange(groups).view(groups, 1)
-    pos = torch.where(pos < n, pos, torch.full_like(pos, -1))
-    return pos, pos.unsqueeze(0)
-
-
-def _summary_indices(part: Summary, n: int, num_heads: int):
+@lru_cache(maxsize=64)
+def _build_plan_cached(part: Pattern, seq_len: int, num_heads: int, causal: bool) -> Plan:
     heads = num_heads if part.per_head else 1
+    if isinstance(part, Column):
+        plan = _column_plan(part, seq_len)
+    elif isinstance(part, Summary):
+        plan = _summary_plan(part, seq_len, heads, causal)
+    else:
+        plan = _band_plan(part, seq_len, heads, causal) or _gather_plan(part, seq_len, heads, causal)
+    tasks = []
+    for t in plan.tasks:
+        mask = _task_mask(part, t, plan, causal)
+        if mask is None or mask.any():
+            tasks.append(replace(t, mask=_compress(mask)))
+    return replace(plan, tasks=tuple(tasks))
+
+
+# -- masks: the predicate on exactly the listed pairs --------------------------------------------
+def _task_mask(part: Pattern, task: Task, plan: Plan, causal: bool) -> torch.Tensor:
+    qpos = task.q_positions()  # (G, Q)
+    kpos = task.k_positions(plan.compact_keys)  # (Hp or 1, G, K)
+    hp = max(plan.heads, kpos.shape[0])
+    per = max(1, _MASK_ELEMENTS // max(1, hp * task.q_len * task.k_len))
+    out = []
+    for g0 in range(0, task.groups, per):
+        q = qpos[g0:g0 + per].view(1, -1, task.q_len, 1)
+        k = kpos[:, g0:g0 + per].unsqueeze(2)
+        h = torch.arange(hp).view(-1, 1, 1, 1)
+        ok = part.allowed(q, k, h) & (q < plan.seq_len) & (k >= 0) & (k < plan.seq_len)
+        if causal:
+            ok = ok & (k <= q)
+        out.append(ok.expand(hp, *ok.shape[1:]))
+    return torch.cat(out, 1)
+
+
+def _compress(mask: torch.Tensor | None) -> torch.Tensor | None:
+    """None when every pair is allowed; one group broadcast when all groups are alike."""
+    if mask is None or bool(mask.all()):
+        return None
+    if mask.shape[1] > 1 and bool((mask == mask[:, :1]).all()):
+        mask = mask[:, :1]
+    if mask.shape[0] > 1 and bool((mask == mask[:1]).all()):
+        mask = mask[:1]
+    return mask.contiguous()
+
+
+# -- Column(l): the transposed (n/l x l) view ----------------------------------------------------
+def _column_plan(part: Column, n: int) -> Plan:
+    l = part.stride
+    m = -(-n // l)
+    groups = min(l, n)
+    task = Task("column", 0, groups, m, stride=l)
+    return Plan(n, m * l, 1, (task,))
+
+
+# -- Summary(l, c): each query block against the prefix of the compact summary keys --------------
+def _summary_plan(part: Summary, n: int, heads: int, causal: bool) -> Plan:
     k = torch.arange(n)
-    keys = []
-    for h in range(heads):
-        ok = Summary(part.stride, part.summary, part.distinct_heads).allowed(
-            k, k, torch.tensor(h))
-        keys.append(k[ok])
+    whole = Summary(part.stride, part.summary, part.distinct_heads)
+    keys = [k[whole.allowed(k, k, torch.tensor(h))] for h in range(heads)]
     width = max(1, max(len(x) for x in keys))
-    k_idx = torch.full((heads, 1, width), -1, dtype=torch.long)
+    compact = torch.full((heads, width), -1, dtype=torch.long)
     for h, x in enumerate(keys):
-        k_idx[h, 0, :len(x)] = x
-    return torch.arange(n).view(1, n), k_idx
+        compact[h, :len(x)] = x
+    rows = part.stride * max(1, -(-64 // part.stride))
+    tasks = []
+    for r0 in range(0, n, rows):
+        r1 = min(n, r0 + rows)
+        # Causally only keys before the block's last row can be allowed.
+        reach = ((compact >= 0) & (compact < r1)).sum(-1).max() if causal else width
+        kmax = _trim(part, compact[:, :int(reach)], torch.arange(r0, r1), causal)
+        if kmax:
+            tasks.append(Task("rows", r0, 1, r1 - r0, ((0, kmax),), compact=True))
+    return Plan(n, n, heads, tuple(tasks), compact)
 
 
+def _trim(part: Pattern, keys: torch.Tensor, rows: torch.Tensor, causal: bool) -> int:
+    """Length of the shortest prefix of ``keys`` (Hp, K) holding every key ``rows`` may use."""
+    if keys.shape[-1] == 0:
+        return 0
+    q = rows.view(1, -1, 1)
+    k = keys.unsqueeze(1)
+    h = torch.arange(keys.shape[0]).view(-1, 1, 1)
+    ok = part.allowed(q, k, h) & (k >= 0)
+    if causal:
+        ok = ok & (k <= q)
+    used = ok.any(1).any(0).nonzero()
+    return int(used[-1]) + 1 if used.numel() else 0
+
+
+# -- band-shaped layouts (Local, Block, ...): shifted views of the keys --------------------------
 def choose_block(part: Pattern, n: int) -> int:
-    """Block size for the generic plan: small enough to waste little, large enough for matmuls."""
+    """Block size: small enough to waste little, large enough for efficient matmuls."""
     if isinstance(part, Block) and part.stride <= 256:
         return part.stride
     if isinstance(part, Local):
@@ -97,14 +221,59 @@ def choose_block(part: Pattern, n: int) -> int:
     return 64 if n >= 256 else 32
 
 
-def _block_indices(part: Pattern, n: int, num_heads: int, causal: bool):
+def _band_plan(part: Pattern, n: int, heads: int, causal: bool) -> Plan | None:
+    """Rows tasks when every query block's active key blocks are one run at a fixed offset.
+
+    Consecutive query blocks with the same run (relative to the block) share one task, so a
+    pattern like Local gives a few edge tasks and one body task. Returns None when the layout is
+    not band-shaped (e.g. per-head layouts that differ, or too many distinct runs).
+    """
     bs = choose_block(part, n)
-    lay = block_layout(part, n, bs, num_heads if part.per_head else 1, causal)
-    blocks, _ = lay.key_blocks()  # (Hp, nb, Kb)
+    lay = block_layout(part, n, bs, heads, causal)
+    active = lay.active
+    if heads > 1 and not bool((active == active[:1]).all()):
+        return None
+    a = active[0]
+    nb = a.shape[0]
+    count = a.sum(-1)
+    idx = torch.arange(nb)
+    lo = torch.where(a, idx, nb).amin(-1)
+    hi = torch.where(a, idx, -1).amax(-1)
+    if bool(((count > 0) & (count != hi - lo + 1)).any()):
+        return None
+    runs = []  # [first block, last block, lo offset, hi offset]
+    for b in range(nb):
+        if count[b] == 0:
+            continue
+        rel = (int(lo[b]) - b, int(hi[b]) - b)
+        if runs and runs[-1][1] == b - 1 and runs[-1][2:] == list(rel):
+            runs[-1][1] = b
+        else:
+            runs.append([b, b, *rel])
+    if len(runs) > max(8, nb // 8):
+        return None
+    tasks = tuple(Task("rows", b0 * bs, b1 - b0 + 1, bs, (((b0 + o0) * bs, (o1 - o0 + 1) * bs),))
+                  for b0, b1, o0, o1 in runs)
+    return Plan(n, nb * bs, heads, tasks)
+
+
+# -- the general fallback: gather each query block's active key blocks ---------------------------
+def _gather_plan(part: Pattern, n: int, heads: int, causal: bool) -> Plan:
+    bs = choose_block(part, n)
+    lay = block_layout(part, n, bs, heads, causal)
+    blocks, counts = lay.key_blocks()  # (Hp, nb, Kb)
     nb = lay.num_blocks
-    q_idx = torch.arange(nb * bs).view(nb, bs)
-    q_idx = torch.where(q_idx < n, q_idx, torch.full_like(q_idx, -1))
     offs = torch.arange(bs)
     k_idx = blocks.unsqueeze(-1) * bs + offs  # (Hp, nb, Kb, bs)
-    k_idx = torch.where((blocks.unsqueeze(-1) >= 0) & (k_idx < n), k_idx, torch.full_like(k_idx, -1))
-    return q_idx, k_idx.flatten(-2)
+    k_idx = torch.where((blocks.unsqueeze(-1) >= 0) & (k_idx < n), k_idx, -1).flatten(-2)
+    # Consecutive query blocks share a task, padded to the widest of them; causal layouts grow
+    # with the block index, so runs of similar width waste little.
+    width = counts.amax(0)  # (nb,)
+    tasks = []
+    step = max(1, min(16, nb // 8))
+    for b in range(0, nb, step):
+        e = min(nb, b + step)
+        w = int(width[b:e].max())
+        if w > 0:
+            tasks.append(Task("gather", b * bs, e - b, bs, k_idx=k_idx[:, b:e, :w * bs]))
+    return Plan(n, nb * bs, heads, tuple(tasks))
