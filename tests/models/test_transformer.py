@@ -1,0 +1,155 @@
+import math
+
+import pytest
+import torch
+
+from sparse_transformer.models import ModelConfig, SparseTransformer
+from sparse_transformer.patterns import Block, Column, Local, Summary
+
+
+def tiny(**kw):
+    base = dict(seq_len=48, d_model=32, n_layers=2, n_heads=2, pattern="fixed", stride=8,
+                summary=2)
+    base.update(kw)
+    return ModelConfig(**base)
+
+
+def test_initial_loss_is_uniform_over_bytes():
+    torch.manual_seed(0)
+    m = SparseTransformer(tiny())
+    x = torch.randint(0, 256, (2, 48))
+    assert m.loss(x, x).item() == pytest.approx(math.log(256), abs=1e-6)
+
+
+def test_scaled_initialisation():
+    torch.manual_seed(0)
+    cfg = tiny(d_model=256, n_layers=8, n_heads=4)
+    m = SparseTransformer(cfg)
+    resid = 1 / math.sqrt(2 * cfg.n_layers)
+    blk = m.blocks[0]
+    assert blk.attn.proj.weight.std().item() == pytest.approx(0.125 / 16 * resid, rel=0.05)
+    assert blk.ff.w2.weight.std().item() == pytest.approx(0.125 / 32 * resid, rel=0.05)
+    assert blk.ff.w1.weight.std().item() == pytest.approx(0.125 / 16, rel=0.05)
+    assert blk.ff.w1.out_features == 4 * 256
+    assert torch.count_nonzero(m.head.weight) == 0
+    assert torch.count_nonzero(blk.ff.w1.bias) == 0
+    assert SparseTransformer(tiny(ff_mult=2.0)).blocks[0].ff.w1.out_features == 64
+
+
+def test_integration_modes_assign_factors():
+    cfg = tiny(n_heads=4, pattern="strided", mode="interleaved")
+    m = SparseTransformer(cfg)
+    assert [p for _, p in m.blocks[0].attn.head_patterns()] == [Local(9)]
+    assert [p for _, p in m.blocks[1].attn.head_patterns()] == [Column(8)]
+    m = SparseTransformer(tiny(n_heads=4, mode="split"))
+    (h1, p1), (h2, p2) = m.blocks[0].attn.head_patterns()
+    assert (h1, h2) == (slice(0, 2), slice(2, 4))
+    assert p1 == Block(8) and p2 == Summary(8, 2)
+
+
+@pytest.mark.parametrize("pattern", ["strided", "fixed", "local", "dense"])
+@pytest.mark.parametrize("mode", ["merged", "interleaved", "split"])
+def test_model_is_causal(pattern, mode):
+    if mode != "merged" and pattern in ("local", "dense"):
+        pytest.skip("only factorized patterns have modes")
+    torch.manual_seed(0)
+    m = SparseTransformer(tiny(pattern=pattern, mode=mode, window=6))
+    with torch.no_grad():
+        for p in m.parameters():
+            p.normal_(0, 0.2)
+    x = torch.randint(0, 256, (1, 48))
+    y = x.clone()
+    y[0, 30:] = torch.randint(0, 256, (18,))
+    a, b = m(x), m(y)
+    assert torch.allclose(a[0, :30], b[0, :30], atol=1e-5)
+    assert not torch.allclose(a[0, 30:], b[0, 30:])
+
+
+def test_checkpointing_gives_same_loss_and_grads():
+    torch.manual_seed(0)
+    m = SparseTransformer(tiny())
+    with torch.no_grad():
+        for p in m.parameters():
+            p.normal_(0, 0.1)
+    x = torch.randint(0, 256, (2, 48))
+    grads = []
+    for ck in (False, True):
+        m.cfg.checkpointing = ck
+        m.zero_grad()
+        loss = m.loss(x[:, :-1], x[:, 1:])
+        loss.backward()
+        grads.append((loss.item(), [p.grad.clone() for p in m.parameters()]))
+    assert grads[0][0] == pytest.approx(grads[1][0], rel=1e-6)
+    for g0, g1 in zip(grads[0][1], grads[1][1]):
+        torch.testing.assert_close(g0, g1, rtol=1e-5, atol=1e-7)
+
+
+def test_overfits_a_tiny_batch():
+    torch.manual_seed(0)
+    m = SparseTransformer(tiny(d_model=64))
+    opt = torch.optim.Adam(m.parameters(), lr=3e-3)
+    x = torch.randint(0, 256, (2, 49))
+    first = None
+    for _ in range(150):
+        loss = m.loss(x[:, :-1], x[:, 1:])
+        first = first or loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert first > 5.0 and loss.item() < 0.5
+
+
+def test_blocked_and_reference_backends_train_identically():
+    losses = {}
+    for backend in ("blocked", "reference"):
+        torch.manual_seed(0)
+        m = SparseTransformer(tiny(backend=backend, pattern="strided", seq_len=40, stride=6))
+        opt = torch.optim.Adam(m.parameters(), lr=3e-3)
+        gen = torch.Generator().manual_seed(1)
+        out = []
+        for _ in range(8):
+            x = torch.randint(0, 256, (2, 41), generator=gen)
+            loss = m.loss(x[:, :-1], x[:, 1:])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            out.append(loss.item())
+        losses[backend] = out
+    for a, b in zip(losses["blocked"], losses["reference"]):
+        assert a == pytest.approx(b, rel=1e-5)
+
+
+def test_bf16_autocast_on_cpu():
+    torch.manual_seed(0)
+    m = SparseTransformer(tiny())
+    x = torch.randint(0, 256, (2, 48))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = m.loss(x[:, :-1], x[:, 1:])
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(p.grad is None or p.grad.dtype == torch.float32 for p in m.parameters())
+
+
+def test_data_position_embeddings():
+    m = SparseTransformer(tiny(seq_len=12, position="data", data_shape=(2, 2, 3)))
+    assert [t.shape[0] for t in m.pos.tables] == [2, 2, 3]
+    x = torch.randint(0, 256, (1, 12))
+    assert m(x).shape == (1, 12, 256)
+
+
+@pytest.mark.parametrize("field,value,word", [
+    ("stride", 0, "stride"), ("summary", 9, "summary"), ("pattern", "diagonal", "pattern"),
+    ("mode", "sideways", "mode"), ("dropout", 1.5, "dropout"), ("n_heads", 3, "n_heads"),
+    ("position", "data", "data_shape"),
+])
+def test_bad_config_names_the_field(field, value, word):
+    with pytest.raises(ValueError, match=word):
+        SparseTransformer(tiny(**{field: value}))
+
+
+def test_bad_input_is_refused():
+    m = SparseTransformer(tiny())
+    with pytest.raises(ValueError, match="long"):
+        m(torch.zeros(1, 8))
+    with pytest.raises(ValueError, match="seq_len"):
+        m(torch.zeros(1, 49, dtype=torch.long))
