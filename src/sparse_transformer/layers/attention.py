@@ -86,10 +86,51 @@ class SparseSelfAttention(nn.Module):
                                          scale=scale, backend=self.backend))
         return outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
 
-    def forward(self, x: torch.Tensor, key_padding_mask=None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, key_padding_mask=None, cache=None) -> torch.Tensor:
+        """``cache``: an empty ``LayerCache`` (from ``new_cache``) to fill with this prefix's keys
+        and values, positions 0 .. n - 1, for incremental decoding after it."""
         b, n, _ = x.shape
         q, k, v = self.project(x)
         if q.shape[-1] > v.shape[-1]:
             raise ValueError("qk_ratio > 1 is not supported")
         out = self.attend(q, k, v, key_padding_mask)
+        if cache is not None:
+            pos = torch.arange(n, device=x.device)
+            for heads, group in cache.groups:
+                group.append(k[:, heads], v[:, heads], pos)
+            cache.peak = max(cache.peak, cache.nbytes())
+            for _, group in cache.groups:
+                group.evict(n - 1)
         return self.proj(out.transpose(1, 2).reshape(b, n, self.d_model))
+
+    # -- incremental decoding ------------------------------------------------------------------
+    def new_cache(self, horizon: int):
+        """An empty KV cache for this layer, one group per pattern its heads use; ``horizon`` is
+        the context length (no query at or beyond it will be decoded)."""
+        from .kv_cache import GroupCache, LayerCache
+
+        groups = []
+        for heads, pat in self.head_patterns():
+            groups.append((heads, GroupCache(pat, len(range(self.n_heads)[heads]), horizon)))
+        return LayerCache(groups)
+
+    def decode_step(self, x: torch.Tensor, cache, position: int) -> torch.Tensor:
+        """One new position: x (batch, 1, d_model) at ``position`` -> (batch, 1, d_model).
+
+        Appends this position's key and value, attends over the cached keys the pattern allows,
+        then evicts the keys no later query can use. Causal models only."""
+        if not self.causal:
+            raise ValueError("decode_step needs a causal layer (causal=True)")
+        b = x.shape[0]
+        q, k, v = self.project(x)
+        scale = 1.0 / math.sqrt(q.shape[-1])
+        pos = torch.tensor([position], device=x.device)
+        outs = []
+        for heads, group in cache.groups:
+            group.append(k[:, heads], v[:, heads], pos)
+            outs.append(group.attend(q[:, heads], position, scale))
+        cache.peak = max(cache.peak, cache.nbytes())
+        for _, group in cache.groups:
+            group.evict(position)
+        out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
+        return self.proj(out.transpose(1, 2).reshape(b, 1, self.d_model))

@@ -50,8 +50,13 @@ class ResidualBlock(nn.Module):
         self.ff = FeedForward(cfg.d_model, cfg.ff_mult)
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, h, key_padding_mask=None):
-        a = self.drop(self.attn(self.norm_a(h), key_padding_mask))
+    def forward(self, h, key_padding_mask=None, cache=None):
+        a = self.drop(self.attn(self.norm_a(h), key_padding_mask, cache=cache))
+        b = self.drop(self.ff(self.norm_b(h + a)))
+        return h + a + b
+
+    def decode_step(self, h, cache, position: int):
+        a = self.drop(self.attn.decode_step(self.norm_a(h), cache, position))
         b = self.drop(self.ff(self.norm_b(h + a)))
         return h + a + b
 
@@ -130,6 +135,43 @@ class SparseTransformer(nn.Module):
             else:
                 h = blk(h, key_padding_mask)
         return self.head(self.norm(h)).float()
+
+    # -- incremental decoding ------------------------------------------------------------------
+    def new_cache(self):
+        """An empty KV cache for incremental decoding (see ``layers.kv_cache``)."""
+        from ..layers.kv_cache import KVCache
+
+        n = self.cfg.seq_len
+        return KVCache([blk.attn.new_cache(n) for blk in self.blocks], horizon=n)
+
+    @torch.no_grad()
+    def prefill(self, x: torch.Tensor, cache) -> torch.Tensor:
+        """Full forward over a prefix x (batch, n) that fills an empty ``cache``; returns the
+        logits (batch, n, vocab). Decoding continues at position n with ``decode_step``."""
+        if cache.length:
+            raise ValueError("prefill needs an empty cache (cache.length == 0)")
+        if x.dim() != 2 or x.dtype != torch.long or x.shape[1] > self.cfg.seq_len:
+            raise ValueError(f"x must be a long tensor (batch, n <= {self.cfg.seq_len}), "
+                             f"got {x.dtype} {tuple(x.shape)}")
+        h = self.embed(x)
+        for blk, layer_cache in zip(self.blocks, cache.layers):
+            h = blk(h, None, cache=layer_cache)
+        cache.length = x.shape[1]
+        return self.head(self.norm(h)).float()
+
+    @torch.no_grad()
+    def decode_step(self, tokens: torch.Tensor, cache) -> torch.Tensor:
+        """Logits (batch, vocab) for the byte after ``tokens`` (long, (batch,)), which sit at
+        position ``cache.length``; the cache is updated. Equals ``forward`` on the whole prefix."""
+        pos = cache.length
+        if pos >= self.cfg.seq_len:
+            raise ValueError(f"the cache is full: position {pos} is past the context "
+                             f"(seq_len={self.cfg.seq_len}); start a new cache")
+        h = self.embed(tokens.view(-1, 1), offset=pos)
+        for blk, layer_cache in zip(self.blocks, cache.layers):
+            h = blk.decode_step(h, layer_cache, pos)
+        cache.length = pos + 1
+        return self.head(self.norm(h))[:, 0].float()
 
     def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Mean cross-entropy in nats per byte."""
