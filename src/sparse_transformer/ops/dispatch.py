@@ -47,8 +47,11 @@ def choose_backend(q: torch.Tensor, pattern: Pattern, causal: bool, key_padding_
         return _FORCED[-1]
     if isinstance(pattern, Dense):
         return "sdpa"
-    if q.is_cuda and "triton" in BACKENDS and q.dtype in (torch.float16, torch.bfloat16):
+    if q.is_cuda and "triton" in BACKENDS and q.dtype in (torch.float16, torch.bfloat16,
+                                                           torch.float32) and q.shape[-1] <= 128:
         return "triton"
+    if q.is_cuda and "flex" in BACKENDS and q.dtype != torch.float64:
+        return "flex"
     return "blocked"
 
 
@@ -121,3 +124,24 @@ def sparse_attention(q, k, v, pattern: Pattern, causal: bool = True, key_padding
     fn = _sdpa_dense if backend == "sdpa" else BACKENDS[backend]
     return fn(q, k, v, pattern, causal=causal, key_padding_mask=key_padding_mask, scale=scale,
               return_lse=return_lse)
+
+
+def _register_gpu_backends() -> None:
+    """Register "triton" and "flex" where their packages import; never fails without CUDA."""
+    try:
+        from .triton_backend import triton_attention, triton_importable
+
+        if triton_importable():
+            register_backend("triton", triton_attention)
+    except Exception:  # a broken Triton install must not break the package
+        pass
+    try:
+        from .flex import flex_attention_backend, flex_importable
+
+        if flex_importable():
+            register_backend("flex", flex_attention_backend)
+    except Exception:
+        pass
+
+
+_register_gpu_backends()

@@ -1,0 +1,123 @@
+"""The "flex" backend: PyTorch's FlexAttention driven by the layout derived from the pattern.
+
+The BlockMask is built by hand from the pattern's block layout (``Pattern.block_layout``):
+full tiles skip the element-wise mask, partial tiles look their mask up in a deduplicated table
+of tile masks evaluated from the predicate, so the mask function is traceable for every pattern
+(random ones included) and no n x n tensor is built. Block masks are cached per pattern, length,
+heads, causality and device; key padding is applied in the mask function.
+
+FlexAttention has no backward on the CPU (only a forward), and is fast only compiled on a GPU:
+on CUDA the compiled function is used, on the CPU the eager one.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import torch
+
+from ..patterns import Pattern, block_layout
+from .triton_plan import _token_tiles, tile_positions
+
+BLOCK = 128
+_EVAL_ELEMENTS = 1 << 24
+
+
+def flex_importable() -> bool:
+    try:
+        from torch.nn.attention import flex_attention  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+@lru_cache(maxsize=None)
+def _compiled_flex():
+    from torch.nn.attention.flex_attention import flex_attention
+
+    return torch.compile(flex_attention, dynamic=False)
+
+
+@lru_cache(maxsize=32)
+def _layout_tables(pattern: Pattern, n: int, heads: int, causal: bool, device: str, block: int):
+    """Block tables for BlockMask plus (tile id per tile, unique tile masks) for the mask_mod."""
+    hp = heads if pattern.per_head else 1
+    lay = block_layout(pattern, n, block, hp, causal, device=device)
+    active, full = lay.active, lay.full
+    partial = active & ~full
+    tiles = _token_tiles(n, block, device)
+    h_idx, qi, ki = partial.nonzero(as_tuple=True)
+    masks = []
+    step = max(1, _EVAL_ELEMENTS // (block * block))
+    for s in range(0, qi.numel(), step):
+        qp = tile_positions(tiles[qi[s:s + step]], block)
+        kp = tile_positions(tiles[ki[s:s + step]], block)
+        ok = pattern.allowed(qp[:, :, None], kp[:, None, :], h_idx[s:s + step, None, None])
+        ok = ok & (kp < n)[:, None, :] & (qp < n)[:, :, None]
+        if causal:
+            ok = ok & (kp[:, None, :] <= qp[:, :, None])
+        masks.append(ok)
+    nb = lay.num_blocks
+    # Tile 0 masks everything (inactive tiles), tile 1 allows everything (full tiles): the
+    # mask_mod must be right everywhere, since eager FlexAttention evaluates it on every pair.
+    tile_id = full.to(torch.int32)
+    uniq = torch.stack([torch.zeros(block, block, dtype=torch.bool, device=device),
+                        torch.ones(block, block, dtype=torch.bool, device=device)])
+    if masks:
+        flat = torch.cat(masks)
+        found, inv = torch.unique(flat.reshape(flat.shape[0], -1), dim=0, return_inverse=True)
+        uniq = torch.cat([uniq, found.view(-1, block, block)])
+        tile_id[h_idx, qi, ki] = 2 + inv.to(torch.int32)
+
+    def csr(sel):
+        counts = sel.sum(-1).to(torch.int32)
+        order = torch.argsort((~sel).to(torch.int8), dim=-1, stable=True).to(torch.int32)
+        return counts[None].contiguous(), order[None].contiguous()
+
+    return csr(partial), csr(full), tile_id, uniq
+
+
+def build_block_mask(pattern: Pattern, n: int, heads: int, causal: bool, device,
+                     key_padding_mask=None, block: int = BLOCK):
+    """A FlexAttention BlockMask for ``pattern`` (tables cached; the mask_mod adds padding)."""
+    from torch.nn.attention.flex_attention import BlockMask
+
+    dev = torch.device(device)
+    (kv_num, kv_idx), (full_num, full_idx), tile_id, uniq = _layout_tables(
+        pattern, n, heads, causal, str(dev), block)
+    per_head = tile_id.shape[0] > 1
+    last = tile_id.shape[1] - 1
+
+    def mask_mod(b, h, q_idx, kv_idx):
+        hh = h if per_head else 0
+        tid = tile_id[hh, torch.clamp(q_idx // block, max=last), torch.clamp(kv_idx // block, max=last)]
+        ok = uniq[tid, q_idx % block, kv_idx % block]
+        if key_padding_mask is not None:
+            ok = ok & ~key_padding_mask[b, torch.clamp(kv_idx, max=n - 1)]
+        return ok
+
+    return BlockMask.from_kv_blocks(kv_num, kv_idx, full_num, full_idx, BLOCK_SIZE=block,
+                                    mask_mod=mask_mod, seq_lengths=(n, n))
+
+
+def flex_attention_backend(q, k, v, pattern: Pattern, causal: bool = True,
+                           key_padding_mask=None, scale=None, return_lse: bool = False):
+    """Sparse attention through FlexAttention; same arguments and results as every backend."""
+    from torch.nn.attention.flex_attention import flex_attention
+
+    b, h, n, d = q.shape
+    bm = build_block_mask(pattern, n, h, causal, q.device, key_padding_mask)
+    fn = _compiled_flex() if q.is_cuda else flex_attention
+    out, lse = _call(fn, q, k, v, bm, scale)
+    # Rows with no allowed key: FlexAttention gives zeros; make the log-sum-exp -inf as ours.
+    lse = torch.where(torch.isfinite(lse), lse.float(), torch.full_like(lse, float("-inf"),
+                                                                       dtype=torch.float32))
+    return (out, lse) if return_lse else out
+
+
+def _call(fn, q, k, v, bm, scale):
+    try:
+        from torch.nn.attention.flex_attention import AuxRequest
+    except ImportError:
+        return fn(q, k, v, block_mask=bm, scale=scale, return_lse=True)
+    out, aux = fn(q, k, v, block_mask=bm, scale=scale, return_aux=AuxRequest(lse=True))
+    return out, aux.lse
