@@ -38,6 +38,15 @@ class Pattern:
         return False
 
     @property
+    def depends_on_difference(self) -> bool:
+        """True when ``allowed(q, k, h)`` depends on ``q - k`` only (and not on ``h``).
+
+        Layouts of such patterns are derived from the predicate on the 2n - 1 differences
+        instead of the n x n pairs (see ``layout.py``); tests hold them against the generic form.
+        """
+        return False
+
+    @property
     def name(self) -> str:
         args = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in fields(self))
         return f"{type(self).__name__}({args})"

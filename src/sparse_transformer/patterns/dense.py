@@ -10,6 +10,10 @@ from .base import Pattern
 
 @dataclass(frozen=True)
 class Dense(Pattern):
+    @property
+    def depends_on_difference(self) -> bool:
+        return True
+
     def allowed(self, q, k, h):
         return torch.ones(torch.broadcast_shapes(q.shape, k.shape), dtype=torch.bool,
                           device=q.device)

@@ -25,9 +25,10 @@ def allowed_rows(pattern: Pattern, rows: torch.Tensor, seq_len: int, num_heads: 
                  causal: bool) -> torch.Tensor:
     """Bool (num_heads, len(rows), seq_len): the predicate (and causality) for some query rows."""
     dev = rows.device
-    q = rows.view(1, -1, 1)
-    k = torch.arange(seq_len, device=dev).view(1, 1, -1)
-    h = torch.arange(num_heads, device=dev).view(-1, 1, 1)
+    # int32 positions halve the memory traffic of the predicate (lengths stay far below 2^31).
+    q = rows.to(torch.int32).view(1, -1, 1)
+    k = torch.arange(seq_len, device=dev, dtype=torch.int32).view(1, 1, -1)
+    h = torch.arange(num_heads, device=dev, dtype=torch.int32).view(-1, 1, 1)
     ok = pattern.allowed(q, k, h).expand(num_heads, rows.numel(), seq_len)
     if causal:
         ok = ok & (k <= q)
@@ -112,6 +113,66 @@ def block_layout(pattern: Pattern, seq_len: int, block: int, num_heads: int = 1,
 
 @lru_cache(maxsize=128)
 def _block_layout_cached(pattern, seq_len, block, heads, causal, device):
+    if pattern.depends_on_difference:
+        active, full = _difference_block_layout(pattern, seq_len, block, causal)
+        active, full = active.expand(heads, -1, -1), full.expand(heads, -1, -1)
+    elif type(pattern).__name__ == "Block":
+        active, full = _same_block_layout(pattern.stride, seq_len, block, causal)
+        active, full = active.expand(heads, -1, -1), full.expand(heads, -1, -1)
+    else:
+        active, full = _generic_block_layout(pattern, seq_len, block, heads, causal)
+    return active.contiguous().to(device), full.contiguous().to(device)
+
+
+def _tile_bounds(seq_len: int, block: int):
+    """First and last position of every block (the last block may be partial)."""
+    nb = -(-seq_len // block)
+    lo = torch.arange(nb) * block
+    hi = torch.clamp(lo + block, max=seq_len) - 1
+    return lo, hi
+
+
+def _difference_block_layout(pattern, seq_len, block, causal):
+    """Layout of a pattern that depends on q - k only, from its predicate on the differences.
+
+    A tile with rows qlo..qhi and keys klo..khi holds every difference in qlo - khi .. qhi - klo,
+    so it is active when one of them is allowed and full when all of them are.
+    """
+    d = torch.arange(-(seq_len - 1), seq_len)
+    q, k = d.clamp(min=0), (-d).clamp(min=0)  # real positions with q - k = d
+    ok = pattern.allowed(q, k, torch.zeros_like(d)).expand(d.shape)
+    if causal:
+        ok = ok & (d >= 0)
+    prefix = torch.cat([torch.zeros(1, dtype=torch.long), ok.long().cumsum(0)])
+    lo, hi = _tile_bounds(seq_len, block)
+    dmin = (lo.view(-1, 1) - hi.view(1, -1)) + seq_len - 1  # index into d
+    dmax = (hi.view(-1, 1) - lo.view(1, -1)) + seq_len - 1
+    count = prefix[dmax + 1] - prefix[dmin]
+    return (count > 0).unsqueeze(0), (count == dmax - dmin + 1).unsqueeze(0)
+
+
+def _same_block_layout(stride, seq_len, block, causal):
+    """Layout of ``Block(stride)`` (q // stride == k // stride), tile by tile.
+
+    A tile is active when its row and key ranges share a stride-block (and, causally, its first
+    key is not after its last row); full when both lie in one stride-block (and, causally, its
+    last key is not after its first row).
+    """
+    lo, hi = _tile_bounds(seq_len, block)
+    qlo, qhi = lo.view(-1, 1), hi.view(-1, 1)
+    klo, khi = lo.view(1, -1), hi.view(1, -1)
+    active = torch.maximum(qlo // stride, klo // stride) <= torch.minimum(qhi // stride,
+                                                                          khi // stride)
+    one = (qlo // stride == qhi // stride) & (klo // stride == khi // stride) & (
+        qlo // stride == klo // stride)
+    if causal:
+        active = active & (klo <= qhi)
+        one = one & (khi <= qlo)
+    return active.unsqueeze(0), one.unsqueeze(0)
+
+
+def _generic_block_layout(pattern, seq_len, block, heads, causal, device="cpu"):
+    """Layout from the predicate on every pair, in chunks of query rows (any pattern)."""
     nb = -(-seq_len // block)
     active = torch.zeros(heads, nb, nb, dtype=torch.bool, device=device)
     full = torch.zeros(heads, nb, nb, dtype=torch.bool, device=device)

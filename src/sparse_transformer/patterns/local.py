@@ -17,5 +17,9 @@ class Local(Pattern):
     def __post_init__(self):
         check_positive_int("window", self.window)
 
+    @property
+    def depends_on_difference(self) -> bool:
+        return True
+
     def allowed(self, q, k, h):
         return (q - k).abs() < self.window

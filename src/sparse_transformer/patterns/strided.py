@@ -27,6 +27,10 @@ class Column(Pattern):
         check_positive_int("stride", self.stride)
         check_positive_int("min_distance", self.min_distance, allow_zero=True)
 
+    @property
+    def depends_on_difference(self) -> bool:
+        return True
+
     def allowed(self, q, k, h):
         d = q - k
         ok = d.remainder(self.stride) == 0
@@ -43,6 +47,10 @@ class Strided(Pattern):
 
     def __post_init__(self):
         check_positive_int("stride", self.stride)
+
+    @property
+    def depends_on_difference(self) -> bool:
+        return True
 
     @property
     def factors(self) -> tuple[Pattern, Pattern]:
