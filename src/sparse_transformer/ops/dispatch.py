@@ -122,8 +122,11 @@ def sparse_attention(q, k, v, pattern: Pattern, causal: bool = True, key_padding
     elif backend != "sdpa":
         _check_backend_name(backend)
     fn = _sdpa_dense if backend == "sdpa" else BACKENDS[backend]
-    return fn(q, k, v, pattern, causal=causal, key_padding_mask=key_padding_mask, scale=scale,
-              return_lse=return_lse)
+    # Backends choose their own precision for the inputs' dtype (fp32 accumulation for half
+    # inputs); an enclosing autocast region must not recast their internal products.
+    with torch.autocast(q.device.type, enabled=False):
+        return fn(q, k, v, pattern, causal=causal, key_padding_mask=key_padding_mask,
+                  scale=scale, return_lse=return_lse)
 
 
 def _register_gpu_backends() -> None:
