@@ -14,7 +14,13 @@ from .config import ModelConfig
 @dataclass
 class DataConfig:
     source: str = "embedded"  # "embedded" (the shipped corpus) or a path to a file / folder
-    kind: str = "text"
+    kind: str = "text"  # text | image | audio (see data.load_dataset for each kind's sources)
+    download: bool = False  # fetch a missing data set (enwik8, CIFAR-10, Fashion-MNIST)
+    root: str = ""  # where data sets live; "" = $SPARSE_TRANSFORMER_DATA or ~/.cache/sparse-transformer
+    limit: int = 0  # images / audio: at most this many sequences per split (0 = all)
+    rate: int = 16000  # audio: samples per second
+    length: int = 0  # audio: bytes per sequence (0 = the model's seq_len)
+    pieces: int = 0  # audio "bach": render at most this many pieces (0 = all)
 
 
 @dataclass
@@ -74,3 +80,7 @@ def get_preset(name: str) -> RunConfig:
     if name not in PRESETS:
         raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {name!r}")
     return PRESETS[name]()
+
+from .paper_presets import PAPER_PRESETS  # noqa: E402  (the paper's configurations)
+
+PRESETS.update(PAPER_PRESETS)

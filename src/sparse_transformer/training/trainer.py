@@ -15,10 +15,12 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
-from ..data import batch_generator, load_text, random_batch
+from ..data import batch_generator, is_items, item_batch, items_bits_per_byte, load_dataset, random_batch
 from ..models import ModelConfig, RunConfig, SparseTransformer
 from . import checkpoint as ckpt
+from . import distributed as dist_utils
 from .evaluate import bits_per_byte
 
 LN2 = math.log(2)
@@ -89,11 +91,18 @@ class Trainer:
         t = cfg.train
         if t.num_threads:
             torch.set_num_threads(t.num_threads)
-        self.device = resolve_device(t.device)
+        self.dist, self.device = dist_utils.setup(t.device)
+        if t.batch_size % self.dist.world:
+            raise ValueError(f"batch_size ({t.batch_size}) must be divisible by the number of "
+                             f"processes ({self.dist.world})")
         self.autocast = autocast_for(t.precision, self.device)
-        self.data = data if data is not None else load_text(cfg.data.source)
+        self.data = data if data is not None else load_dataset(cfg.data, cfg.model.seq_len)
         torch.manual_seed(t.seed)
         self.model = SparseTransformer(cfg.model).to(self.device)
+        self.train_model = self.model
+        if self.dist.enabled:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.train_model = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         self.optimizer = make_optimizer(self.model, t)
         self.scaler = torch.amp.GradScaler("cuda", enabled=(t.precision == "fp16"))
         self.step = 0
@@ -102,7 +111,13 @@ class Trainer:
     # -- state ----------------------------------------------------------------------------------
     def save(self) -> Path:
         state = {"config": config_to_dict(self.cfg), "scaler": self.scaler.state_dict()}
-        return ckpt.save_checkpoint(self.run_dir, self.step, self.model, self.optimizer, state)
+        rng = dist_utils.gather_rng(ckpt.rng_state(), self.dist)
+        path = None
+        if self.dist.is_main:
+            path = ckpt.save_checkpoint(self.run_dir, self.step, self.model, self.optimizer, state,
+                                        rng=rng)
+        dist_utils.barrier(self.dist)
+        return path
 
     def resume(self) -> bool:
         path = ckpt.latest_checkpoint(self.run_dir)
@@ -113,7 +128,7 @@ class Trainer:
         ckpt.load_optimizer(path, self.optimizer, state)
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
-        ckpt.load_rng(path)
+        ckpt.set_rng_state(dist_utils.own_rng(ckpt.load_rng(path), self.dist))
         self.step = int(state["step"])
         self.log(f"resumed from {path} at step {self.step}")
         return True
@@ -121,9 +136,16 @@ class Trainer:
     # -- steps ----------------------------------------------------------------------------------
     def batch(self, step: int, split: str = "train", stream: int = 0):
         t, m = self.cfg.train, self.cfg.model
-        rng = batch_generator(t.seed, step, stream)
-        x, y = random_batch(self.data[split], m.seq_len, t.batch_size, rng)
+        # Each rank draws its own share of the global batch from its own stream.
+        rng = batch_generator(t.seed, step, stream * self.dist.world + self.dist.rank)
+        x, y = self._draw(self.data[split], t.batch_size // self.dist.world, rng)
         return x.to(self.device), y.to(self.device)
+
+    def _draw(self, split, batch_size, rng):
+        """Images / audio (rows): whole sequences; text (a stream): random windows."""
+        if is_items(split):
+            return item_batch(split, batch_size, rng)
+        return random_batch(split, self.cfg.model.seq_len, batch_size, rng)
 
     def train_step(self) -> float:
         t = self.cfg.train
@@ -133,10 +155,12 @@ class Trainer:
         self.model.train()
         ctx = self.autocast() if self.autocast else contextlib.nullcontext()
         with ctx:
-            loss = self.model.loss(x, y)
-        if not torch.isfinite(loss):
+            logits = self.train_model(x)
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+        value = dist_utils.all_mean(loss.item(), self.dist, self.device)
+        if not math.isfinite(value):
             raise TrainingDiverged(
-                f"loss became {loss.item()} at step {self.step}; stopping. The last good "
+                f"loss became {value} at step {self.step}; stopping. The last good "
                 f"checkpoint in {self.run_dir} is kept: lower the learning rate or use fp32 and "
                 f"resume with --resume")
         self.optimizer.zero_grad(set_to_none=True)
@@ -146,7 +170,7 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.step += 1
-        return loss.item()
+        return value
 
     def evaluate(self, split: str = "valid", batches: int | None = None) -> float:
         """Quick held-out loss in bits/byte on fixed random windows (same every call)."""
@@ -157,7 +181,7 @@ class Trainer:
         with torch.no_grad():
             for i in range(n):
                 rng = batch_generator(t.seed + 1, i, stream=1)
-                x, y = random_batch(self.data[split], self.cfg.model.seq_len, t.batch_size, rng)
+                x, y = self._draw(self.data[split], t.batch_size, rng)
                 ctx = self.autocast() if self.autocast else contextlib.nullcontext()
                 with ctx:
                     total += self.model.loss(x.to(self.device), y.to(self.device)).item()
@@ -166,12 +190,19 @@ class Trainer:
 
     def final_eval(self, split: str = "valid") -> dict:
         m, t = self.cfg.model, self.cfg.train
+        if is_items(self.data[split]):
+            rows = self.data[split]
+            max_items = -(-t.final_eval_bytes // rows.shape[1]) if t.final_eval_bytes else 0
+            return items_bits_per_byte(self.model, rows, t.batch_size, max_items, self.device,
+                                       self.autocast)
         return bits_per_byte(self.model, self.data[split], m.seq_len, batch_size=t.batch_size,
                              max_bytes=t.final_eval_bytes, device=self.device,
                              autocast=self.autocast)
 
     def _write_log(self, rec: dict) -> None:
         self.history.append(rec)
+        if not self.dist.is_main:
+            return
         self.run_dir.mkdir(parents=True, exist_ok=True)
         with open(self.run_dir / "log.jsonl", "a") as f:
             f.write(json.dumps(rec) + "\n")
@@ -182,7 +213,7 @@ class Trainer:
         t0 = time.perf_counter()
         tokens = t.batch_size * m.seq_len
         bar = None
-        if self.progress:
+        if self.progress and self.dist.is_main:
             from tqdm import tqdm
 
             bar = tqdm(total=t.steps, initial=self.step, unit="step", dynamic_ncols=True)
