@@ -87,6 +87,12 @@ def get_plan(pattern: Pattern, n: int, heads: int, causal: bool, device, block: 
     return key, plan
 
 
+@torch._dynamo.assume_constant_result
+def _plan_key(pattern, n, heads, causal, device, block) -> str:
+    # Runs eagerly even while torch.compile traces: the plan is host-side data, the key a constant.
+    return get_plan(pattern, n, heads, causal, device, block)[0]
+
+
 def _launch_opts(block: int, d: int, device: torch.device, backward: bool = False) -> dict:
     if device.type == "cpu":
         return {}
@@ -144,6 +150,7 @@ def _backward(dout, dlse, q, k, v, out, lse, kpm, plan: TritonPlan, scale: float
     common = _common(plan, q, k, v)
     opts = _launch_opts(plan.block, d, dev, backward=True)
     dout = dout.contiguous()
+    dlse = dlse.float().contiguous() if dlse is not None else None
     delta = torch.empty(b, h, n, dtype=torch.float32, device=dev)
     total = b * h * n
     rows = 64
@@ -243,6 +250,6 @@ def triton_attention(q, k, v, pattern: Pattern, causal: bool = True, key_padding
     b, h, n, d = q.shape
     scale = d ** -0.5 if scale is None else float(scale)
     q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
-    key, _ = get_plan(pattern, n, h, causal, q.device, block)
+    key = _plan_key(pattern, n, h, causal, q.device, block)
     out, lse = _fwd_op(q, k, v, key_padding_mask, key, scale)
     return (out, lse) if return_lse else out

@@ -1,0 +1,220 @@
+"""The Triton kernels against the reference.
+
+On a machine with CUDA the GPU cases run on the GPU. Without CUDA the same kernels run on the CPU
+under Triton's interpreter (TRITON_INTERPRET=1, set by scripts/test.sh and here before the kernels
+are first imported), at small sizes, so CI exercises the kernel code rather than skipping it.
+"""
+import os
+
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+pytest.importorskip("triton")
+
+from sparse_transformer import patterns as P  # noqa: E402
+from sparse_transformer import sparse_attention  # noqa: E402
+from sparse_transformer.ops import BACKENDS, reference_attention  # noqa: E402
+from sparse_transformer.ops.triton_backend import get_plan, interpreting, triton_attention  # noqa: E402
+from sparse_transformer.ops.triton_plan import tile_positions  # noqa: E402
+from tolerance import check_against_reference  # noqa: E402
+
+CUDA = torch.cuda.is_available()
+INTERP = (not CUDA) and interpreting()
+needs_interp = pytest.mark.skipif(not INTERP, reason="CPU kernel tests need TRITON_INTERPRET=1")
+gpu = pytest.mark.skipif(not CUDA, reason="needs CUDA")
+
+
+def _qkv(b, h, n, d, dtype, device, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(b, h, n, d, generator=g).to(dtype=dtype, device=device) for _ in range(3)]
+
+
+def _padding(b, n, device, seed=0):
+    g = torch.Generator().manual_seed(seed + 1)
+    kpm = torch.rand(b, n, generator=g) < 0.2
+    kpm[-1, : n // 2] = True  # early queries of the last batch entry have no key at all (causal)
+    return kpm.to(device)
+
+
+# -- plans: every allowed pair is computed exactly once, nothing else (no kernels needed) ---------
+def _coverage(plan, passes, n, heads, key_major):
+    """Count how often each (head, query, key) pair is computed and allowed by the plan's masks."""
+    count = torch.zeros(plan.heads, n + 1, n + 1, dtype=torch.long)
+    masks = plan.masks.bool()
+    for ps in passes:
+        for h in range(plan.heads):
+            for t in range(ps.num_tiles):
+                own = tile_positions(ps.tiles[h, t].long(), plan.block).clamp(max=n)
+                for e in range(int(ps.rowptr[h, t]), int(ps.rowptr[h, t + 1])):
+                    ent = ps.entries[h, e].long()
+                    other = tile_positions(ent[:3], plan.block).clamp(max=n)
+                    ok = masks[ent[3]] if ent[3] >= 0 else torch.ones_like(masks[0])
+                    qp, kp = (other, own) if key_major else (own, other)
+                    if key_major:
+                        ok = ok  # masks are stored [query, key] in both directions
+                    count[h].index_put_((qp[:, None].expand_as(ok), kp[None, :].expand_as(ok)),
+                                        ok.long(), accumulate=True)
+    return count[:, :n, :n]
+
+
+@pytest.mark.parametrize("pattern", [
+    P.Strided(8), P.Fixed(8, 2), P.Fixed(16, 4, distinct_heads=True), P.Local(5),
+    P.Local(3) | P.Global((4,)) | P.Random(1, 8, seed=5), P.PerHead((P.Local(4), P.Column(4))),
+])
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("block", [16, 32])
+def test_plan_covers_each_allowed_pair_once(pattern, causal, block):
+    n, heads = 71, 2
+    _, plan = get_plan(pattern, n, heads, causal, "cpu", block)
+    want = pattern.mask(n, heads, causal)[: plan.heads].long()
+    for passes, key_major in ((plan.fwd, False), (plan.bwd, True)):
+        got = _coverage(plan, passes, n, heads, key_major)
+        assert torch.equal(got, want)
+
+
+def test_strided_plan_uses_transposed_column_tiles():
+    _, plan = get_plan(P.Strided(32), 4096, 1, True, "cpu", 64)
+    assert len(plan.fwd) == 2
+    first = plan.fwd[0].tiles[0]
+    assert (first[:, 1] == 1).all() and (first[:, 2] == 32).all()  # seg 1, jump l: a column
+    allowed = P.Strided(32).mask(4096).sum().item()
+    # Computed pairs stay within a small factor of the allowed ones (dense causal would be 30x).
+    assert plan.pairs_computed < 3 * allowed
+
+
+def test_fixed_plan_gathers_summary_keys():
+    _, plan = get_plan(P.Fixed(128, 32), 4096, 1, True, "cpu", 64)
+    seg = plan.bwd[0].tiles[0][:, 1]
+    assert (seg == 32).all()  # compact summary tiles: 32 keys from each of two blocks
+    assert plan.pairs_computed < 2 * P.Fixed(128, 32).mask(4096).sum().item()
+
+
+# -- kernels on the CPU under the interpreter -------------------------------------------------------
+CPU_CASES = [
+    (P.Strided(16), 97, 32), (P.Fixed(16, 4), 97, 32), (P.Local(20), 97, 32),
+    (P.Local(4) | P.Global((5,)) | P.Random(1, 16, seed=3), 97, 32),
+]
+
+
+@needs_interp
+@pytest.mark.parametrize("pattern,n,d", CPU_CASES, ids=lambda x: getattr(x, "name", str(x)))
+@pytest.mark.parametrize("causal", [True, False])
+def test_interp_matches_reference(pattern, n, d, causal):
+    q, k, v = _qkv(2, 2, n, d, torch.float32, "cpu")
+    check_against_reference(triton_attention, q, k, v, pattern, causal, _padding(2, n, "cpu"))
+
+
+@needs_interp
+@pytest.mark.parametrize("pattern,n,d,dtype", [
+    (P.Strided(32), 1025, 32, torch.float32),
+    (P.Local(16), 63, 80, torch.float16),  # head_dim 80: padded to 128 inside the kernel
+    (P.Fixed(32, 8, distinct_heads=True), 97, 64, torch.float16),
+    (P.PerHead((P.Local(8), P.Column(8))), 63, 20, torch.float32),
+    (P.Random(1, 16, seed=2, distinct_heads=True), 63, 32, torch.float32),
+], ids=["strided-1025", "local-d80-fp16", "fixed-distinct-fp16", "perhead", "random-perhead"])
+def test_interp_odd_shapes(pattern, n, d, dtype):
+    b = 1 if n > 512 else 2
+    q, k, v = _qkv(b, 3 if n < 512 else 1, n, d, dtype, "cpu", seed=n + d)
+    kpm = None if n > 512 else _padding(b, n, "cpu")
+    check_against_reference(triton_attention, q, k, v, pattern, True, kpm)
+
+
+@needs_interp
+def test_interp_empty_rows_are_zero_with_zero_grads():
+    n = 40
+    q, k, v = (t.requires_grad_() for t in _qkv(1, 2, n, 16, torch.float32, "cpu"))
+    kpm = torch.zeros(1, n, dtype=torch.bool)
+    kpm[0, :20] = True  # causal: queries 0..19 see only padding
+    out, lse = triton_attention(q, k, v, P.Local(8), True, kpm, return_lse=True)
+    assert torch.isfinite(out).all()
+    assert (out[:, :, :20] == 0).all() and (lse[:, :, :20] == float("-inf")).all()
+    assert torch.isfinite(lse[:, :, 27:]).all()
+    (out.sum() * 1.0).backward()
+    assert (q.grad[:, :, :20] == 0).all() and (k.grad[:, :, :20] == 0).all()
+    assert (v.grad[:, :, :20] == 0).all() and torch.isfinite(q.grad).all()
+
+
+@needs_interp
+def test_interp_lse_and_its_gradient():
+    q, k, v = _qkv(1, 2, 50, 32, torch.float64, "cpu")
+    pattern = P.Strided(8)
+    grads = []
+    for fn in (triton_attention, reference_attention):
+        qq, kk, vv = (t.float().clone().requires_grad_() for t in (q, k, v))
+        out, lse = fn(qq, kk, vv, pattern, True, None, return_lse=True)
+        (out.square().sum() + 0.5 * lse.sum()).backward()
+        grads.append((out.detach(), lse.detach(), qq.grad, kk.grad, vv.grad))
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b.to(a.dtype), rtol=1e-4, atol=1e-4)
+
+
+@needs_interp
+def test_interp_deterministic_and_dispatch():
+    q, k, v = _qkv(1, 2, 70, 32, torch.float32, "cpu")
+    a = sparse_attention(q, k, v, P.Fixed(16, 4), backend="triton")
+    b = triton_attention(q, k, v, P.Fixed(16, 4))
+    assert "triton" in BACKENDS and torch.equal(a, b)
+
+
+@needs_interp
+def test_interp_inside_torch_compile():
+    q, k, v = (t.requires_grad_() for t in _qkv(1, 2, 48, 16, torch.float32, "cpu"))
+
+    pattern = P.Strided(8)  # as a layer holds it
+
+    def f(q, k, v):
+        return (triton_attention(q, k, v, pattern) * 2).sum()
+
+    compiled = torch.compile(f, backend="aot_eager", fullgraph=True)
+    got = torch.autograd.grad(compiled(q, k, v), (q, k, v))
+    want = torch.autograd.grad(f(q, k, v), (q, k, v))
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b)
+
+
+def test_bad_inputs_name_the_argument():
+    q = torch.randn(1, 1, 8, 160)
+    with pytest.raises(ValueError, match="head_dim"):
+        triton_attention(q, q, q, P.Local(2))
+    q = torch.randn(1, 1, 8, 16, dtype=torch.float64)
+    with pytest.raises(ValueError, match="float64"):
+        triton_attention(q, q, q, P.Local(2))
+
+
+# -- the GPU -------------------------------------------------------------------------------------
+GPU_PATTERNS = [P.Strided(32), P.Fixed(32, 8), P.Fixed(64, 16, distinct_heads=True), P.Local(48),
+                P.Local(16) | P.Global((0, 7)) | P.Random(2, 64, seed=1),
+                P.PerHead((P.Local(33), P.Column(32)))]
+
+
+@gpu
+@pytest.mark.parametrize("pattern", GPU_PATTERNS, ids=lambda p: p.name)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("causal", [True, False])
+def test_gpu_matches_reference(pattern, dtype, causal):
+    q, k, v = _qkv(2, 4, 1025, 64, dtype, "cuda")
+    check_against_reference(triton_attention, q, k, v, pattern, causal, _padding(2, 1025, "cuda"))
+
+
+@gpu
+@pytest.mark.parametrize("n", [63, 97, 1025])
+@pytest.mark.parametrize("d", [32, 64, 80, 128])
+def test_gpu_shapes(n, d):
+    for dtype in (torch.bfloat16, torch.float32):
+        q, k, v = _qkv(1, 2, n, d, dtype, "cuda", seed=n * d)
+        check_against_reference(triton_attention, q, k, v, P.Strided(16), True,
+                                _padding(1, n, "cuda"))
+
+
+@gpu
+def test_gpu_deterministic():
+    q, k, v = (t.requires_grad_() for t in _qkv(2, 4, 2048, 64, torch.bfloat16, "cuda"))
+    runs = []
+    for _ in range(2):
+        out = triton_attention(q, k, v, P.Fixed(128, 32))
+        runs.append((out, *torch.autograd.grad(out.float().square().sum(), (q, k, v))))
+    for a, b in zip(*runs):
+        assert torch.equal(a, b)
