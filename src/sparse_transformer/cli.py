@@ -108,18 +108,25 @@ def cmd_train(args) -> int:
     note = " (time limit reached)" if info["stopped_by"] == "time_limit" else ""
     print(f"trained {info['steps']} steps in {info['elapsed_s']:.0f} s{note}")
     report = {"steps": info["steps"], "elapsed_s": info["elapsed_s"]}
+    items = getattr(trainer.data["valid"], "ndim", 1) == 2  # images / audio: whole sequences
     if cfg.train.final_eval_bytes >= 0:
         t0 = time.perf_counter()
         res = trainer.final_eval("valid")
-        held = trainer.data["valid"][:res["bytes"] + 1] if cfg.train.final_eval_bytes else trainer.data["valid"]
-        base = ppmd_bits_per_byte(held[1:], trainer.data["train"])
+        if items:
+            base = _ppmd_items(trainer.data["valid"][:res["items"]], trainer.data["train"])
+        else:
+            held = trainer.data["valid"][:res["bytes"] + 1] if cfg.train.final_eval_bytes else trainer.data["valid"]
+            base = ppmd_bits_per_byte(held[1:], trainer.data["train"])
         report.update(valid_bits_per_byte=res["bits_per_byte"], eval_bytes=res["bytes"],
                       ppmd_bits_per_byte=base)
         print(f"held-out (valid) bits/byte: {res['bits_per_byte']:.4f} over {res['bytes']:,} bytes "
               f"(context >= {res['min_context']}; {time.perf_counter() - t0:.0f} s)")
         if base is not None:
             print(f"PPMd order-6 baseline, primed on the training split, same bytes: {base:.4f}")
-    if cfg.train.sample_bytes:
+    if items and cfg.train.sample_bytes:
+        path = _write_items(trainer.model, cfg, out / "samples", 16, 1.0, 0, cfg.train.seed, None)
+        print(f"samples (temperature 1.0): {path}")
+    elif cfg.train.sample_bytes:
         seq = generate(trainer.model, b"\n", cfg.train.sample_bytes, seed=cfg.train.seed)
         text = _printable(bytes(seq[0].tolist()))
         (out / "sample.txt").write_text(text)
@@ -129,6 +136,10 @@ def cmd_train(args) -> int:
     pic = save_pattern_png(m.build_pattern(), min(m.seq_len, 3 * m.stride, 128),
                            out / "pattern.png")
     print(f"attention pattern picture: {pic}")
+    if (out / "log.jsonl").exists():
+        from .plots import save_training_curves
+
+        print(f"training curves: {save_training_curves(out, out / 'curves.png', str(out))}")
     with open(out / "summary.json", "w") as f:
         json.dump(report, f, indent=1)
     return 0
@@ -151,13 +162,69 @@ def _load_model(path: str, device: str = "auto"):
     return model, cfg, dev
 
 
+def _ppmd_items(rows, train, prime_bytes: int = 4_000_000):
+    """PPMd baseline on whole sequences, primed on (up to ``prime_bytes`` of) the training rows."""
+    from .training import ppmd_bits_per_byte
+
+    per = max(1, prime_bytes // train.shape[1])
+    return ppmd_bits_per_byte(rows.reshape(-1), train[:per].reshape(-1))
+
+
+def _write_items(model, cfg, out, count, temperature, top_k, seed, prefix_fraction):
+    """Sample whole sequences: a PNG grid for images, WAV files for audio. Returns the path."""
+    import numpy as np
+
+    from .sampling import sample_items
+
+    prefix = None
+    if prefix_fraction:
+        from .data import load_dataset
+
+        test = load_dataset(cfg.data, cfg.model.seq_len)["test"][:count]
+        count = len(test)
+        prefix = test[:, :int(test.shape[1] * prefix_fraction)]
+    rows = sample_items(model, count, prefix, temperature, top_k, seed)
+    out = Path(out)
+    if cfg.data.kind == "image":
+        from .data.images import rows_to_images
+        from .plots import save_sample_grid
+
+        shape = cfg.model.data_shape
+        if len(shape) != 3:
+            raise SystemExit(f"error: image models need model.data_shape (H, W, C), got {shape}")
+        grid = rows_to_images(rows, shape)
+        if prefix is not None:  # the real images beside their completions
+            grid = np.concatenate([rows_to_images(test, shape), grid])
+        return save_sample_grid(grid, out.with_suffix(".png"), cols=count)
+    from .data.audio import mu_law_decode, write_wav
+
+    out.mkdir(parents=True, exist_ok=True)
+    for i, r in enumerate(rows):
+        write_wav(out / f"sample_{i:02d}.wav", mu_law_decode(r), cfg.data.rate)
+    return out
+
+
 def cmd_eval(args) -> int:
-    from .data import load_text
+    from .data import load_dataset
     from .training import bits_per_byte, ppmd_bits_per_byte
 
     model, cfg, dev = _load_model(args.checkpoint, args.device)
-    data = load_text(args.data or cfg.data.source)
+    if args.data:
+        cfg.data.source = args.data
+    data = load_dataset(cfg.data, cfg.model.seq_len)
     split = data[args.split]
+    if getattr(split, "ndim", 1) == 2:  # images / audio: each sequence scored whole
+        from .data import items_bits_per_byte
+
+        max_items = -(-args.max_bytes // split.shape[1]) if args.max_bytes else 0
+        res = items_bits_per_byte(model, split, args.batch_size, max_items, dev)
+        unit = "bits/dim" if cfg.data.kind == "image" else "bits/byte"
+        print(f"{args.split}: {res['bits_per_byte']:.4f} {unit} over {res['items']:,} sequences of "
+              f"{res['seq_len']} bytes (each byte predicted from all earlier bytes of its sequence)")
+        base = _ppmd_items(split[:res["items"]], data["train"])
+        if base is not None:
+            print(f"PPMd order-6 baseline, primed on training sequences, same bytes: {base:.4f}")
+        return 0
     res = bits_per_byte(model, split, cfg.model.seq_len, args.min_context, args.batch_size,
                         args.max_bytes, dev)
     held = split[:res["bytes"] + 1]
@@ -173,12 +240,31 @@ def cmd_sample(args) -> int:
     from .sampling import generate
 
     model, cfg, _ = _load_model(args.checkpoint, args.device)
+    if cfg.data.kind in ("image", "audio"):
+        if not 0 <= args.prefix_fraction < 1:
+            raise SystemExit(f"error: --prefix-fraction must be in [0, 1), got {args.prefix_fraction}")
+        default = "samples" if cfg.data.kind == "image" else "samples_audio"
+        path = _write_items(model, cfg, args.out or default, args.num, args.temperature,
+                            args.top_k, args.seed, args.prefix_fraction)
+        print(f"{args.num} {cfg.data.kind} samples (temperature {args.temperature}): {path}")
+        return 0
     prompt = args.prompt.encode() if args.prompt else b"\n"
     seq = generate(model, prompt, args.length, args.temperature, args.top_k, args.seed)
     text = _printable(bytes(seq[0].tolist()))
     print(text)
     if args.out:
         Path(args.out).write_text(text)
+    return 0
+
+
+def cmd_plot(args) -> int:
+    from .plots import save_training_curves
+
+    try:
+        path = save_training_curves(args.run, args.out or Path(args.run) / "curves.png", args.run)
+    except (FileNotFoundError, ValueError) as e:
+        raise SystemExit(f"error: {e}") from None
+    print(f"training curves: {path}")
     return 0
 
 
@@ -231,9 +317,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--top-k", type=int, default=0)
     s.add_argument("--prompt", default="")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--out")
+    s.add_argument("--out", help="text: also write here; images: PNG grid; audio: folder of WAVs")
+    s.add_argument("--num", type=int, default=16, help="images / audio: how many samples")
+    s.add_argument("--prefix-fraction", type=float, default=0.0,
+                   help="images / audio: start from this fraction of test sequences (0.5: the "
+                        "top half of each image)")
     s.add_argument("--device", default="auto")
     s.set_defaults(fn=cmd_sample)
+
+    c = sub.add_parser("plot", help="draw a run's training curves (bits/byte vs steps, seconds)")
+    c.add_argument("--run", required=True, help="run folder (holding log.jsonl)")
+    c.add_argument("--out", help="PNG path (default RUN/curves.png)")
+    c.set_defaults(fn=cmd_plot)
 
     d = sub.add_parser("pattern", help="draw a pattern's connectivity matrix and print density")
     d.add_argument("--pattern", default="strided", choices=["strided", "fixed", "local", "dense"])
