@@ -93,11 +93,17 @@ def _plan_key(pattern, n, heads, causal, device, block) -> str:
     return get_plan(pattern, n, heads, causal, device, block)[0]
 
 
+LAUNCH_OVERRIDE: dict = {}  # benchmarks may set num_warps / num_stages here
+MASK_BRANCH = [True]  # skip the mask load by a branch (True) or by a predicated load (False)
+
+
 def _launch_opts(block: int, d: int, device: torch.device, backward: bool = False) -> dict:
     if device.type == "cpu":
         return {}
-    warps = 4 if d <= 64 else 8
-    return {"num_warps": warps, "num_stages": 2 if backward else 3}
+    warps = 4 if d <= 64 and block <= 64 else 8
+    opts = {"num_warps": warps, "num_stages": 2 if backward else 3}
+    opts.update(LAUNCH_OVERRIDE)
+    return opts
 
 
 def _dot_prec(dtype) -> str:
@@ -109,7 +115,7 @@ def _common(plan: TritonPlan, q, k, v):
     return dict(sqb=q.stride(0), sqh=q.stride(1), sqn=q.stride(2),
                 skb=k.stride(0), skh=k.stride(1), skn=k.stride(2),
                 svb=v.stride(0), svh=v.stride(1), svn=v.stride(2),
-                H=h, N=n, D=d, HP_MUL=1 if plan.heads > 1 else 0,
+                H=h, N=n, D=d, HP_MUL=1 if plan.heads > 1 else 0, MASK_BRANCH=MASK_BRANCH[0],
                 BLOCK=plan.block, BLOCK_D=max(16, triton_next_pow2(d)),
                 DOT_PREC=_dot_prec(q.dtype))
 

@@ -37,7 +37,8 @@ def _fwd_kernel(Q, K, V, O, LSE, SEED_O, SEED_LSE, KPM,
                 qk_scale, sqb, sqh, sqn, skb, skh, skn, svb, svh, svn,
                 H, N, D, T, E, HP_MUL,
                 BLOCK: tl.constexpr, BLOCK_D: tl.constexpr, HAS_KPM: tl.constexpr,
-                HAS_SEED: tl.constexpr, DOT_PREC: tl.constexpr):
+                HAS_SEED: tl.constexpr, DOT_PREC: tl.constexpr,
+                MASK_BRANCH: tl.constexpr = True):
     pid = tl.program_id(0)
     bh = tl.program_id(1)
     b = bh // H
@@ -73,8 +74,13 @@ def _fwd_kernel(Q, K, V, O, LSE, SEED_O, SEED_LSE, KPM,
         k = tl.load(K + b * skb + h * skh + kpos[:, None] * skn + offs_d[None, :], mask=kmask,
                     other=0.0)
         s = tl.dot(q, tl.trans(k), input_precision=DOT_PREC) * qk_scale
-        if mid >= 0:
-            mk = tl.load(MASKS + mid * BLOCK * BLOCK + offs[:, None] * BLOCK + offs[None, :])
+        if MASK_BRANCH:
+            if mid >= 0:
+                mk = tl.load(MASKS + mid * BLOCK * BLOCK + offs[:, None] * BLOCK + offs[None, :])
+                s = tl.where(mk != 0, s, float("-inf"))
+        else:  # predicated load: full tiles read nothing, and the loop has no branch
+            mk = tl.load(MASKS + tl.maximum(mid, 0) * BLOCK * BLOCK + offs[:, None] * BLOCK
+                         + offs[None, :], mask=(offs[:, None] * 0 + offs[None, :] * 0 + mid) >= 0, other=1)
             s = tl.where(mk != 0, s, float("-inf"))
         if HAS_KPM:
             pad = tl.load(KPM + b * N + kpos, mask=kin, other=1)
@@ -124,7 +130,8 @@ def _dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, SEED_DQ, KPM,
                qk_scale, sm_scale, sqb, sqh, sqn, skb, skh, skn, svb, svh, svn,
                H, N, D, T, E, HP_MUL,
                BLOCK: tl.constexpr, BLOCK_D: tl.constexpr, HAS_KPM: tl.constexpr,
-               HAS_SEED: tl.constexpr, DOT_PREC: tl.constexpr):
+               HAS_SEED: tl.constexpr, DOT_PREC: tl.constexpr,
+                MASK_BRANCH: tl.constexpr = True):
     pid = tl.program_id(0)
     bh = tl.program_id(1)
     b = bh // H
@@ -156,8 +163,13 @@ def _dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, SEED_DQ, KPM,
         v = tl.load(V + b * svb + h * svh + kpos[:, None] * svn + offs_d[None, :], mask=kmask,
                     other=0.0)
         s = tl.dot(q, tl.trans(k), input_precision=DOT_PREC) * qk_scale
-        if mid >= 0:
-            mk = tl.load(MASKS + mid * BLOCK * BLOCK + offs[:, None] * BLOCK + offs[None, :])
+        if MASK_BRANCH:
+            if mid >= 0:
+                mk = tl.load(MASKS + mid * BLOCK * BLOCK + offs[:, None] * BLOCK + offs[None, :])
+                s = tl.where(mk != 0, s, float("-inf"))
+        else:  # predicated load: full tiles read nothing, and the loop has no branch
+            mk = tl.load(MASKS + tl.maximum(mid, 0) * BLOCK * BLOCK + offs[:, None] * BLOCK
+                         + offs[None, :], mask=(offs[:, None] * 0 + offs[None, :] * 0 + mid) >= 0, other=1)
             s = tl.where(mk != 0, s, float("-inf"))
         if HAS_KPM:
             pad = tl.load(KPM + b * N + kpos, mask=kin, other=1)
@@ -178,7 +190,8 @@ def _dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, SEED_DK, SEED_DV, KPM,
                  qk_scale, sm_scale, sqb, sqh, sqn, skb, skh, skn, svb, svh, svn,
                  H, N, D, T, E, HP_MUL,
                  BLOCK: tl.constexpr, BLOCK_D: tl.constexpr, HAS_KPM: tl.constexpr,
-                 HAS_SEED: tl.constexpr, DOT_PREC: tl.constexpr):
+                 HAS_SEED: tl.constexpr, DOT_PREC: tl.constexpr,
+                MASK_BRANCH: tl.constexpr = True):
     pid = tl.program_id(0)
     bh = tl.program_id(1)
     b = bh // H
@@ -213,8 +226,13 @@ def _dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, SEED_DK, SEED_DV, KPM,
         lse2 = _load_lse2(LSE, row, qin)
         delta = tl.load(DELTA + row, mask=qin, other=0.0)
         st = tl.dot(k, tl.trans(q), input_precision=DOT_PREC) * qk_scale  # (keys, queries)
-        if mid >= 0:
-            mk = tl.load(MASKS + mid * BLOCK * BLOCK + offs[None, :] * BLOCK + offs[:, None])
+        if MASK_BRANCH:
+            if mid >= 0:
+                mk = tl.load(MASKS + mid * BLOCK * BLOCK + offs[None, :] * BLOCK + offs[:, None])
+                st = tl.where(mk != 0, st, float("-inf"))
+        else:
+            mk = tl.load(MASKS + tl.maximum(mid, 0) * BLOCK * BLOCK + offs[None, :] * BLOCK
+                         + offs[:, None], mask=(offs[:, None] * 0 + offs[None, :] * 0 + mid) >= 0, other=1)
             st = tl.where(mk != 0, st, float("-inf"))
         if HAS_KPM:
             st = tl.where(kpad[:, None] == 0, st, float("-inf"))

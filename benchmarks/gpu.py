@@ -1,0 +1,190 @@
+"""GPU benchmark: dense causal SDPA, FlexAttention (pattern in token order) and our Triton kernels.
+
+One run prints, for n in {4096, 16384, 65536} and head_dim in {64, 128}, bf16, batch 1, the
+forward and forward+backward time (median of triton.testing.do_bench) and the effective TFLOP/s
+counted on allowed pairs P (causal included): 4 * B * H * d * P forward, 3.5x that forward+backward.
+Patterns: Strided(128), Fixed(128, 32), Local(256). FlexAttention gets the pattern as a user would
+write it (its predicate, in token order, through create_block_mask); ours gets the same pattern.
+Writes the rows as JSON to $OUT/gpu_bench.json when OUT is set.
+
+    python benchmarks/gpu.py                   # the full table
+    python benchmarks/gpu.py --n 16384 --d 64  # one size
+    python benchmarks/gpu.py --sweep           # also try a few kernel launch configurations
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
+
+from sparse_transformer import patterns as P  # noqa: E402
+from sparse_transformer.ops import triton_backend as tb  # noqa: E402
+
+PATTERNS = {"strided": P.Strided(128), "fixed": P.Fixed(128, 32), "local": P.Local(256)}
+
+
+def heads_for(n: int, d: int) -> int:
+    return 16 if (n <= 16384 and d == 64) else 8
+
+
+def allowed_pairs(pattern, n: int, device) -> int:
+    """Causal allowed (query, key) pairs of one head, counted on the GPU in chunks of rows."""
+    total, step = 0, max(1, (1 << 26) // n)
+    k = torch.arange(n, device=device).view(1, -1)
+    h = torch.zeros(1, 1, dtype=torch.long, device=device)
+    for s in range(0, n, step):
+        q = torch.arange(s, min(n, s + step), device=device).view(-1, 1)
+        total += int((pattern.allowed(q, k, h) & (k <= q)).sum())
+    return total
+
+
+def bench(fn, q, k, v, backward: bool) -> float:
+    from triton.testing import do_bench
+
+    if not backward:
+        return do_bench(lambda: fn(q, k, v), warmup=25, rep=100, return_mode="median")
+    g = torch.randn_like(q)
+
+    def step():
+        q.grad = k.grad = v.grad = None
+        fn(q, k, v).backward(g)
+
+    return do_bench(step, warmup=25, rep=100, return_mode="median")
+
+
+def flex_token_order(pattern, n, device):
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+    def mask_mod(b, h, q_idx, kv_idx):
+        return pattern.allowed(q_idx, kv_idx, h) & (kv_idx <= q_idx)
+
+    bm = create_block_mask(mask_mod, None, None, n, n, device=device)
+    compiled = torch.compile(flex_attention, dynamic=False)
+    return lambda q, k, v: compiled(q, k, v, block_mask=bm)
+
+
+def run_case(rows, name, kind, n, h, d, pairs, fn, q, k, v, skip_bwd=False):
+    flops = 4 * h * d * pairs
+    try:
+        tf = bench(fn, q, k, v, False)
+        tb_ = None if skip_bwd else bench(fn, q, k, v, True)
+    except Exception as e:  # keep the table going; the failure is printed and recorded
+        print(f"  {name} {kind} n={n} d={d}: FAILED {type(e).__name__}: {str(e)[:300]}", flush=True)
+        rows.append(dict(pattern=name, impl=kind, n=n, H=h, d=d, error=repr(e)[:300]))
+        return
+    row = dict(pattern=name, impl=kind, n=n, H=h, d=d, pairs=pairs, fwd_ms=tf, fwdbwd_ms=tb_,
+               fwd_tflops=flops / tf / 1e9, fwdbwd_tflops=(3.5 * flops / tb_ / 1e9) if tb_ else None)
+    rows.append(row)
+    print(f"  {name:8s} {kind:10s} n={n:6d} H={h:2d} d={d:3d} fwd {tf:8.3f} ms "
+          f"{row['fwd_tflops']:6.1f} TF/s | fwd+bwd "
+          + (f"{tb_:8.3f} ms {row['fwdbwd_tflops']:6.1f} TF/s" if tb_ else "-"), flush=True)
+
+
+def sweep(n=16384, d=64):
+    """Try a few launch configurations of our kernels at one size (forward+backward)."""
+    dev = "cuda"
+    h = heads_for(n, d)
+    q, k, v = (torch.randn(1, h, n, d, device=dev, dtype=torch.bfloat16, requires_grad=True)
+               for _ in range(3))
+    out = []
+    configs = [(64, 4, 2, True), (64, 4, 3, True), (64, 4, 3, False), (64, 8, 3, False),
+               (128, 8, 2, False), (128, 8, 3, True), (32, 4, 3, False)]
+    for name, pat in PATTERNS.items():
+        for block, warps, stages, branch in configs:
+            tb.LAUNCH_OVERRIDE.update(num_warps=warps, num_stages=stages)
+            tb.MASK_BRANCH[0] = branch
+            fn = lambda q, k, v, pat=pat, block=block: tb.triton_attention(  # noqa: E731
+                q, k, v, pat, block=block)
+            cfg = f"block={block:3d} warps={warps} stages={stages} branch={int(branch)}"
+            try:
+                fn(q, k, v)
+                t1 = bench(fn, q, k, v, False)
+                t2 = bench(fn, q, k, v, True)
+            except Exception as e:
+                print(f"  sweep {name} {cfg}: {type(e).__name__} {str(e)[:150]}", flush=True)
+                continue
+            out.append(dict(pattern=name, block=block, warps=warps, stages=stages,
+                            mask_branch=branch, fwd_ms=t1, fwdbwd_ms=t2))
+            print(f"  sweep {name:8s} {cfg}: fwd {t1:.3f} ms fwd+bwd {t2:.3f} ms", flush=True)
+    tb.MASK_BRANCH[0] = True
+    tb.LAUNCH_OVERRIDE.clear()
+    return out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, nargs="*", default=[4096, 16384, 65536])
+    ap.add_argument("--d", type=int, nargs="*", default=[64, 128])
+    ap.add_argument("--patterns", nargs="*", default=list(PATTERNS))
+    ap.add_argument("--no-flex", action="store_true", help="skip FlexAttention (its compiles are slow)")
+    ap.add_argument("--sweep", action="store_true")
+    args = ap.parse_args(argv)
+    import triton
+
+    dev = "cuda"
+    info = dict(device=torch.cuda.get_device_name(), torch=torch.__version__,
+                triton=triton.__version__, cuda=torch.version.cuda)
+    print(info, flush=True)
+    rows, sweeps = [], []
+    if args.sweep:
+        sweeps = sweep()
+    for d in args.d:
+        for n in args.n:
+            h = heads_for(n, d)
+            q, k, v = (torch.randn(1, h, n, d, device=dev, dtype=torch.bfloat16,
+                                   requires_grad=True) for _ in range(3))
+            dense = lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True)  # noqa
+            run_case(rows, "dense", "sdpa", n, h, d, n * (n + 1) // 2, dense, q, k, v)
+            for name in args.patterns:
+                pat = PATTERNS[name]
+                pairs = allowed_pairs(pat, n, dev)
+                t0 = time.time()
+                _, plan = tb.get_plan(pat, n, h, True, q.device)
+                build = time.time() - t0
+                ours = lambda q, k, v, pat=pat: tb.triton_attention(q, k, v, pat)  # noqa: E731
+                run_case(rows, name, "triton", n, h, d, pairs, ours, q, k, v)
+                rows[-1].update(plan_build_s=build, pairs_computed=plan.pairs_computed)
+                if not args.no_flex:
+                    try:
+                        fl = flex_token_order(pat, n, dev)
+                    except Exception as e:
+                        print(f"  flex block mask failed: {e!r}"[:300], flush=True)
+                        continue
+                    run_case(rows, name, "flex_token", n, h, d, pairs, fl, q, k, v)
+            del q, k, v
+            torch.cuda.empty_cache()
+    summary(rows)
+    out = os.environ.get("OUT")
+    if out:
+        with open(os.path.join(out, "gpu_bench.json"), "w") as f:
+            json.dump(dict(info=info, rows=rows, sweep=sweeps), f, indent=1)
+
+
+def summary(rows):
+    """Short table, printed last: our fwd+bwd effective TF/s against dense and flex."""
+    dense = {(r["n"], r["d"]): r for r in rows if r["impl"] == "sdpa" and "error" not in r}
+    flex = {(r["pattern"], r["n"], r["d"]): r for r in rows
+            if r["impl"] == "flex_token" and "error" not in r}
+    print("\npattern   n      d   | ours fwd ms  f+b ms  TF/s(f+b) %dense | dense f+b ms | "
+          "flex f+b ms  speedup")
+    for r in rows:
+        if r["impl"] != "triton" or "error" in r:
+            continue
+        dn = dense.get((r["n"], r["d"]))
+        fx = flex.get((r["pattern"], r["n"], r["d"]))
+        pct = 100 * r["fwdbwd_tflops"] / dn["fwdbwd_tflops"] if dn else float("nan")
+        print(f"{r['pattern']:8s} {r['n']:6d} {r['d']:4d} | {r['fwd_ms']:10.3f} {r['fwdbwd_ms']:7.3f}"
+              f" {r['fwdbwd_tflops']:8.1f} {pct:6.0f}% | "
+              f"{dn['fwdbwd_ms'] if dn else float('nan'):11.3f} | "
+              + (f"{fx['fwdbwd_ms']:10.3f} {fx['fwdbwd_ms'] / r['fwdbwd_ms']:7.1f}x" if fx else "-"))
+
+
+if __name__ == "__main__":
+    main()
