@@ -12,3 +12,5 @@ fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]" 2>&1 \
   | grep -v "^WARNING: Location" || true
 .venv/bin/python -c "import sparse_transformer, torch; print('sparse_transformer', sparse_transformer.__version__, '| torch', torch.__version__)"
+# Small real data for the tests (Fashion-MNIST, 20 CIFAR-10 images); tests skip what is missing.
+scripts/get_offline_data.sh --lean || echo "warning: offline test data not installed" >&2
