@@ -132,7 +132,7 @@ def _build_plan_cached(part: Pattern, seq_len: int, num_heads: int, causal: bool
         plan = _band_plan(part, seq_len, heads, causal) or _gather_plan(part, seq_len, heads, causal)
     tasks = []
     for t in plan.tasks:
-        mask = _task_mask(part, t, plan, causal)
+        mask = t.mask if t.mask is not None else _task_mask(part, t, plan, causal)
         if mask is None or mask.any():
             tasks.append(replace(t, mask=_compress(mask)))
     return replace(plan, tasks=tuple(tasks))
@@ -145,13 +145,21 @@ def _task_mask(part: Pattern, task: Task, plan: Plan, causal: bool) -> torch.Ten
     hp = max(plan.heads, kpos.shape[0])
     per = max(1, _MASK_ELEMENTS // max(1, hp * task.q_len * task.k_len))
     out = []
+    # int32 positions halve the predicate's memory traffic (lengths stay far below 2^31).
+    qpos, kpos = qpos.to(torch.int32), kpos.to(torch.int32)
+    n = plan.seq_len
+    # Out-of-sequence rows and missing keys become sentinels that fail every comparison below.
+    q_eff = torch.where(qpos < n, qpos, -1)
+    k_eff = torch.where((kpos >= 0) & (kpos < n), kpos, torch.iinfo(torch.int32).max)
+    h = torch.arange(hp, dtype=torch.int32).view(-1, 1, 1, 1)
+    out = []
     for g0 in range(0, task.groups, per):
         q = qpos[g0:g0 + per].view(1, -1, task.q_len, 1)
         k = kpos[:, g0:g0 + per].unsqueeze(2)
-        h = torch.arange(hp).view(-1, 1, 1, 1)
-        ok = part.allowed(q, k, h) & (q < plan.seq_len) & (k >= 0) & (k < plan.seq_len)
-        if causal:
-            ok = ok & (k <= q)
+        qe = q_eff[g0:g0 + per].view(1, -1, task.q_len, 1)
+        ke = k_eff[:, g0:g0 + per].unsqueeze(2)
+        inside = (ke <= qe) if causal else (ke < torch.iinfo(torch.int32).max) & (qe >= 0)
+        ok = part.allowed(q, k, h) & inside
         out.append(ok.expand(hp, *ok.shape[1:]))
     return torch.cat(out, 1)
 
@@ -186,29 +194,21 @@ def _summary_plan(part: Summary, n: int, heads: int, causal: bool) -> Plan:
     for h, x in enumerate(keys):
         compact[h, :len(x)] = x
     rows = part.stride * max(1, -(-64 // part.stride))
+    plan = Plan(n, n, heads, (), compact)
     tasks = []
     for r0 in range(0, n, rows):
         r1 = min(n, r0 + rows)
-        # Causally only keys before the block's last row can be allowed.
-        reach = ((compact >= 0) & (compact < r1)).sum(-1).max() if causal else width
-        kmax = _trim(part, compact[:, :int(reach)], torch.arange(r0, r1), causal)
-        if kmax:
-            tasks.append(Task("rows", r0, 1, r1 - r0, ((0, kmax),), compact=True))
-    return Plan(n, n, heads, tuple(tasks), compact)
-
-
-def _trim(part: Pattern, keys: torch.Tensor, rows: torch.Tensor, causal: bool) -> int:
-    """Length of the shortest prefix of ``keys`` (Hp, K) holding every key ``rows`` may use."""
-    if keys.shape[-1] == 0:
-        return 0
-    q = rows.view(1, -1, 1)
-    k = keys.unsqueeze(1)
-    h = torch.arange(keys.shape[0]).view(-1, 1, 1)
-    ok = part.allowed(q, k, h) & (k >= 0)
-    if causal:
-        ok = ok & (k <= q)
-    used = ok.any(1).any(0).nonzero()
-    return int(used[-1]) + 1 if used.numel() else 0
+        # Causally only keys up to the block's last row can be allowed.
+        reach = int(((compact >= 0) & (compact < r1)).sum(-1).max()) if causal else width
+        if reach == 0:
+            continue
+        task = Task("rows", r0, 1, r1 - r0, ((0, reach),), compact=True)
+        mask = _task_mask(part, task, plan, causal)
+        used = mask.any(2).flatten(0, -2).any(0).nonzero()
+        if used.numel():  # trim the keys no row of the block may use
+            kmax = int(used[-1]) + 1
+            tasks.append(replace(task, pieces=((0, kmax),), mask=mask[..., :kmax]))
+    return replace(plan, tasks=tuple(tasks))
 
 
 # -- band-shaped layouts (Local, Block, ...): shifted views of the keys --------------------------
