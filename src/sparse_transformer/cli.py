@@ -75,6 +75,7 @@ def _printable(data: bytes) -> str:
 def cmd_train(args) -> int:
     from .training import Trainer, TrainingDiverged, config_from_dict, ppmd_bits_per_byte
     from .training import checkpoint as ckpt
+    from .training import distributed as dist_utils
     from .sampling import generate
     from .viz import save_pattern_png
 
@@ -97,14 +98,19 @@ def cmd_train(args) -> int:
     if latest is not None:
         trainer.resume()
     m = cfg.model
-    print(f"model: {trainer.model.num_parameters():,} parameters, {m.n_layers} layers, "
-          f"d={m.d_model}, {m.n_heads} heads, pattern {m.build_pattern().name} ({m.mode}), "
-          f"context {m.seq_len}, device {trainer.device}, precision {cfg.train.precision}")
+    if trainer.dist.is_main:
+        print(f"model: {trainer.model.num_parameters():,} parameters, {m.n_layers} layers, "
+              f"d={m.d_model}, {m.n_heads} heads, pattern {m.build_pattern().name} ({m.mode}), "
+              f"context {m.seq_len}, device {trainer.device}, precision {cfg.train.precision}"
+              + (f", {trainer.dist.world} processes" if trainer.dist.enabled else ""))
     try:
         info = trainer.fit()
     except TrainingDiverged as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    if not trainer.dist.is_main:  # under torchrun, rank 0 alone evaluates, samples and draws
+        dist_utils.cleanup(trainer.dist)
+        return 0
     note = " (time limit reached)" if info["stopped_by"] == "time_limit" else ""
     print(f"trained {info['steps']} steps in {info['elapsed_s']:.0f} s{note}")
     report = {"steps": info["steps"], "elapsed_s": info["elapsed_s"]}

@@ -83,8 +83,12 @@ def set_rng_state(tensors: dict[str, torch.Tensor]) -> None:
 
 
 def save_checkpoint(run_dir: str | Path, step: int, model: torch.nn.Module,
-                    optimizer: torch.optim.Optimizer, state: dict, keep: int = 2) -> Path:
-    """Write checkpoint ``step`` under run_dir atomically and point ``latest`` at it."""
+                    optimizer: torch.optim.Optimizer, state: dict, keep: int = 2,
+                    rng: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write checkpoint ``step`` under run_dir atomically and point ``latest`` at it.
+
+    ``rng``: the RNG states to store (default: this process's); distributed runs pass every
+    rank's."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     final = run_dir / f"step_{step:08d}"
@@ -93,7 +97,8 @@ def save_checkpoint(run_dir: str | Path, step: int, model: torch.nn.Module,
     save_file(model_tensors, str(tmp / "model.safetensors"))
     opt_tensors, opt_meta = _flatten_optimizer(optimizer.state_dict())
     save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
-    save_file({k: v.contiguous() for k, v in rng_state().items()}, str(tmp / "rng.safetensors"))
+    rng = rng_state() if rng is None else rng
+    save_file({k: v.contiguous() for k, v in rng.items()}, str(tmp / "rng.safetensors"))
     with open(tmp / "state.json", "w") as f:
         json.dump({**state, "step": step, "optimizer": opt_meta}, f, indent=1, default=str)
     for p in tmp.iterdir():
@@ -142,5 +147,6 @@ def load_optimizer(ckpt: str | Path, optimizer: torch.optim.Optimizer, state: di
     optimizer.load_state_dict(_unflatten_optimizer(tensors, state["optimizer"]))
 
 
-def load_rng(ckpt: str | Path) -> None:
-    set_rng_state(load_file(str(Path(ckpt) / "rng.safetensors")))
+def load_rng(ckpt: str | Path) -> dict[str, torch.Tensor]:
+    """The stored RNG states (see ``set_rng_state``)."""
+    return load_file(str(Path(ckpt) / "rng.safetensors"))

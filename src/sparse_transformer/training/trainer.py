@@ -241,9 +241,11 @@ class Trainer:
                         bar.write(f"step {self.step}: valid {v:.3f} bits/byte")
                 if self.step % t.checkpoint_every == 0:
                     self.save()
-                if t.time_limit and time.perf_counter() - t0 >= t.time_limit:
-                    stopped = "time_limit"
-                    break
+                if t.time_limit:
+                    over = float(time.perf_counter() - t0 >= t.time_limit)
+                    if dist_utils.all_mean(over, self.dist, self.device) > 0:  # ranks agree
+                        stopped = "time_limit"
+                        break
         finally:
             if bar is not None:
                 bar.close()
