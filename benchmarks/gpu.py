@@ -99,7 +99,7 @@ def sweep(n=16384, d=64):
     for name, pat in PATTERNS.items():
         for block, warps, stages, branch in configs:
             tb.LAUNCH_OVERRIDE.update(num_warps=warps, num_stages=stages)
-            tb.MASK_BRANCH[0] = branch
+            tb.MASK_BRANCH.update(fwd=branch, bwd=branch)
             fn = lambda q, k, v, pat=pat, block=block: tb.triton_attention(  # noqa: E731
                 q, k, v, pat, block=block)
             cfg = f"block={block:3d} warps={warps} stages={stages} branch={int(branch)}"
@@ -113,7 +113,7 @@ def sweep(n=16384, d=64):
             out.append(dict(pattern=name, block=block, warps=warps, stages=stages,
                             mask_branch=branch, fwd_ms=t1, fwdbwd_ms=t2))
             print(f"  sweep {name:8s} {cfg}: fwd {t1:.3f} ms fwd+bwd {t2:.3f} ms", flush=True)
-    tb.MASK_BRANCH[0] = True
+    tb.MASK_BRANCH.update(fwd=False, bwd=True)
     tb.LAUNCH_OVERRIDE.clear()
     return out
 

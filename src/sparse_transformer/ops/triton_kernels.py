@@ -80,7 +80,8 @@ def _fwd_kernel(Q, K, V, O, LSE, SEED_O, SEED_LSE, KPM,
                 s = tl.where(mk != 0, s, float("-inf"))
         else:  # predicated load: full tiles read nothing, and the loop has no branch
             mk = tl.load(MASKS + tl.maximum(mid, 0) * BLOCK * BLOCK + offs[:, None] * BLOCK
-                         + offs[None, :], mask=(offs[:, None] * 0 + offs[None, :] * 0 + mid) >= 0, other=1)
+                         + offs[None, :], mask=(offs[:, None] * 0 + offs[None, :] * 0 + mid) >= 0,
+                         other=1)
             s = tl.where(mk != 0, s, float("-inf"))
         if HAS_KPM:
             pad = tl.load(KPM + b * N + kpos, mask=kin, other=1)
@@ -169,7 +170,8 @@ def _dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, SEED_DQ, KPM,
                 s = tl.where(mk != 0, s, float("-inf"))
         else:  # predicated load: full tiles read nothing, and the loop has no branch
             mk = tl.load(MASKS + tl.maximum(mid, 0) * BLOCK * BLOCK + offs[:, None] * BLOCK
-                         + offs[None, :], mask=(offs[:, None] * 0 + offs[None, :] * 0 + mid) >= 0, other=1)
+                         + offs[None, :], mask=(offs[:, None] * 0 + offs[None, :] * 0 + mid) >= 0,
+                         other=1)
             s = tl.where(mk != 0, s, float("-inf"))
         if HAS_KPM:
             pad = tl.load(KPM + b * N + kpos, mask=kin, other=1)
@@ -232,7 +234,8 @@ def _dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, SEED_DK, SEED_DV, KPM,
                 st = tl.where(mk != 0, st, float("-inf"))
         else:
             mk = tl.load(MASKS + tl.maximum(mid, 0) * BLOCK * BLOCK + offs[None, :] * BLOCK
-                         + offs[:, None], mask=(offs[:, None] * 0 + offs[None, :] * 0 + mid) >= 0, other=1)
+                         + offs[:, None], mask=(offs[:, None] * 0 + offs[None, :] * 0 + mid) >= 0,
+                         other=1)
             st = tl.where(mk != 0, st, float("-inf"))
         if HAS_KPM:
             st = tl.where(kpad[:, None] == 0, st, float("-inf"))
