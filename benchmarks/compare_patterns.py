@@ -32,7 +32,7 @@ def run_one(task: str, preset: str, pattern: str, args) -> dict:
            "--out", str(out), "--quiet", f"model.pattern={pattern}",
            f"train.time_limit={args.seconds}", f"train.steps={args.max_steps}",
            f"train.final_eval_bytes={args.eval_bytes if task == 'text' else args.eval_images * args.image_bytes}",
-           "train.sample_bytes=0", f"train.eval_every={args.max_steps}",
+           "train.sample_bytes=0", f"train.eval_every={args.max_steps}", "train.log_every=1",
            f"train.checkpoint_every={args.max_steps}", *args.extra]
     if out.exists():
         import shutil
@@ -44,7 +44,8 @@ def run_one(task: str, preset: str, pattern: str, args) -> dict:
     if proc.returncode:
         raise SystemExit(f"run failed ({' '.join(cmd)}):\n{proc.stderr[-2000:]}")
     summary = json.loads((out / "summary.json").read_text())
-    logs = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    log = out / "log.jsonl"
+    logs = [json.loads(x) for x in log.read_text().splitlines()] if log.exists() else []
     tps = [r["tokens_per_s"] for r in logs if "tokens_per_s" in r]
     return {"task": task, "pattern": pattern, "preset": preset, "steps": summary["steps"],
             "train_s": summary["elapsed_s"], "wall_s": wall,
