@@ -55,6 +55,10 @@ def run_one(task: str, preset: str, pattern: str, args) -> dict:
             "command": " ".join(shlex.quote(c) for c in cmd[2:])}
 
 
+def _f(x, spec: str = ".4f") -> str:
+    return "n/a" if x is None else format(x, spec)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seconds", type=float, default=180.0, help="training time per run")
@@ -82,9 +86,9 @@ def main(argv=None):
                 raise SystemExit(f"error: --patterns must name {PATTERNS}, got {pattern!r}")
             r = run_one(task, preset, pattern, args)
             rows.append(r)
-            print(f"{task:5} {pattern:8} steps {r['steps']:6d}  held-out {r['bits']:.4f} "
-                  f"bits/{'byte' if task == 'text' else 'dim'}  (PPMd {r['ppmd']:.4f})  "
-                  f"{r['tokens_per_s']:,.0f} tok/s  | {r['command']}", flush=True)
+            print(f"{task:5} {pattern:8} steps {r['steps']:6d}  held-out {_f(r['bits'])} "
+                  f"bits/{'byte' if task == 'text' else 'dim'}  (PPMd {_f(r['ppmd'])})  "
+                  f"{_f(r['tokens_per_s'], ',.0f')} tok/s  | {r['command']}", flush=True)
     meta = {"device": device, "torch": torch.__version__, "threads": torch.get_num_threads(),
             "seconds_per_run": args.seconds}
     Path(args.out).mkdir(parents=True, exist_ok=True)
@@ -93,8 +97,8 @@ def main(argv=None):
              "", "| task | pattern | steps | held-out bits | PPMd bits | train tokens/s | command |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['task']} | {r['pattern']} | {r['steps']} | {r['bits']:.4f} | "
-                     f"{r['ppmd']:.4f} | {r['tokens_per_s']:,.0f} | `{r['command']}` |")
+        lines.append(f"| {r['task']} | {r['pattern']} | {r['steps']} | {_f(r['bits'])} | "
+                     f"{_f(r['ppmd'])} | {_f(r['tokens_per_s'], ',.0f')} | `{r['command']}` |")
     (Path(args.out) / "results.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
