@@ -53,20 +53,32 @@ def _rows(x: torch.Tensor, task: Task) -> torch.Tensor:
     return x[:, :, task.q0:end].view(b, h, task.groups, task.q_len, *x.shape[3:])
 
 
-def _key_views(x: torch.Tensor, compact: torch.Tensor | None, task: Task) -> list[torch.Tensor]:
-    """The task's keys as a list of views (B, H, G, len, *) to concatenate along dim 3."""
+def _window(src: torch.Tensor, start: int, groups: int, step: int, width: int) -> torch.Tensor:
+    """View (B, H, G, width, *) of rows start + g * step + (0 .. width - 1); may overlap."""
+    st = src.stride()
+    size = (*src.shape[:2], groups, width, *src.shape[3:])
+    stride = (st[0], st[1], step * st[2], *st[2:])
+    return src.as_strided(size, stride, src.storage_offset() + start * st[2])
+
+
+def _key_views(x: torch.Tensor, compact: torch.Tensor | None, task: Task,
+               writable: bool = False) -> list[torch.Tensor]:
+    """The task's keys as views (B, H, G, len, *) to concatenate along dim 3.
+
+    Read views may overlap between groups (a band's windows); ``writable`` views never do, so
+    gradients can be added into them.
+    """
     if task.kind == "column":
         return [_rows(x, task)]
     src = compact if task.compact else x
-    b, h = src.shape[:2]
     g, qn = task.groups, task.q_len
     views = []
     for s, length in task.pieces:
-        if g == 1:
-            views.append(src[:, :, s:s + length].unsqueeze(2))
+        if g == 1 or not writable:
+            views.append(_window(src, s, g, qn, length))
             continue
-        for j in range(s, s + length, qn):  # pieces of multi-group tasks are whole blocks
-            views.append(src[:, :, j:j + g * qn].view(b, h, g, qn, *src.shape[3:]))
+        for j in range(0, length, qn):
+            views.append(_window(src, s + j, g, qn, min(qn, length - j)))
     return views
 
 
@@ -103,10 +115,39 @@ def _add_keys(dx, dcompact, task: Task, grad: torch.Tensor) -> None:
         _scatter_rows(dx, idx.view(hp, g * kn), grad.reshape(*dx.shape[:2], g * kn, dx.shape[-1]))
         return
     at = 0
-    for view in _key_views(dx, dcompact, task):
+    for view in _key_views(dx, dcompact, task, writable=True):
         width = view.shape[3]
         view.add_(grad[:, :, :, at:at + width])
         at += width
+
+
+_LOOP_BATCH_HEADS = 16  # up to this many (batch, head) pairs, multiply per pair on views
+
+
+def _bmm(a: torch.Tensor, b: torch.Tensor, alpha: float = 1.0, into=None) -> torch.Tensor:
+    """alpha * a @ b for (B, H, G, X, Y) @ (B, H|1, G, Y, Z); added into ``into`` when given.
+
+    For a few (batch, head) pairs each is one 3-D bmm on strided views (overlapping key windows,
+    the transposed column view), which BLAS reads in place; ``torch.matmul`` would first copy
+    operands whose (B, H, G) dims do not merge.
+    """
+    bsz, heads = a.shape[:2]
+    if bsz * heads > _LOOP_BATCH_HEADS:
+        r = torch.matmul(a, b)
+        if alpha != 1.0:
+            r.mul_(alpha)
+        return r if into is None else into.add_(r)
+    if into is None:
+        out = torch.empty(*a.shape[:-1], b.shape[-1], dtype=a.dtype, device=a.device)
+        for i in range(bsz):
+            for j in range(heads):
+                torch.baddbmm(out[i, j], a[i, j], b[i, min(j, b.shape[1] - 1)], beta=0,
+                              alpha=alpha, out=out[i, j])
+        return out
+    for i in range(bsz):
+        for j in range(heads):
+            into[i, j].baddbmm_(a[i, j], b[i, min(j, b.shape[1] - 1)], alpha=alpha)
+    return into
 
 
 def _steps(task: Task, batch_heads: int):
@@ -117,7 +158,7 @@ def _steps(task: Task, batch_heads: int):
 
 def _masked_scores(qt, kt, task: Task, kpm, kpm_compact, scale):
     """Scores (B, H, G, Q, K) with disallowed pairs (predicate, causality, padding) at -inf."""
-    s = torch.matmul(qt, kt.transpose(-1, -2)).mul_(scale)
+    s = _bmm(qt, kt.transpose(-1, -2), scale)
     block = None if task.mask is None else ~task.mask.unsqueeze(0)
     if kpm is not None:
         pad = _keys(kpm, kpm_compact, task).squeeze(-1).unsqueeze(3)  # (B, 1|Hp, G, 1, K)
@@ -177,7 +218,7 @@ class _BlockedAttention(torch.autograd.Function):
                     p = s.sub_(m).exp_()
                     den = p.sum(-1, keepdim=True)
                     lse_t = den.log().add_(m).squeeze(-1)
-                    o = torch.matmul(p, _keys(vp, vc, t)).div_(den.clamp_(min=tiny))
+                    o = _bmm(p, _keys(vp, vc, t)).div_(den.clamp_(min=tiny))
                     _fold(_rows(o_all, t), _rows(l_all, t), o, lse_t, first)
         out, lse = out[:, :, :n], lse[:, :, :n]
         ctx.save_for_backward(q, k, v, out, lse, kpm)
@@ -212,11 +253,11 @@ class _BlockedAttention(torch.autograd.Function):
                     qt, kt, vt, dot = _rows(qp, t), _keys(kp, kc, t), _keys(vp, vc, t), _rows(dop, t)
                     s = _masked_scores(qt, kt, t, kpmp, kpmc, scale)
                     p = s.sub_(_rows(lse_b[:, :, :pl], t)).exp_()
-                    ds = torch.matmul(dot, vt.transpose(-1, -2))
-                    ds.sub_(_rows(delta[:, :, :pl], t)).mul_(p).mul_(scale)
-                    _rows(dq, t).add_(torch.matmul(ds, kt))
-                    _add_keys(dk, dkc, t, torch.matmul(ds.transpose(-1, -2), qt))
-                    _add_keys(dv, dvc, t, torch.matmul(p.transpose(-1, -2), dot))
+                    ds = _bmm(dot, vt.transpose(-1, -2))
+                    ds.sub_(_rows(delta[:, :, :pl], t)).mul_(p)
+                    _bmm(ds, kt, scale, into=_rows(dq, t))
+                    _add_keys(dk, dkc, t, _bmm(ds.transpose(-1, -2), qt, scale))
+                    _add_keys(dv, dvc, t, _bmm(p.transpose(-1, -2), dot))
             if dkc is not None:
                 idx = plan.compact_keys.clamp(min=0)
                 _scatter_rows(dk, idx, dkc)
