@@ -65,6 +65,11 @@ def flex_token_order(pattern, n, device):
     def mask_mod(b, h, q_idx, kv_idx):
         return pattern.allowed(q_idx, kv_idx, h) & (kv_idx <= q_idx)
 
+    # Every case is a new mask_mod closure and shape: let Dynamo keep all of them compiled
+    # (past its default limit of 8 it silently falls back to the unfused eager path).
+    for name in ("recompile_limit", "cache_size_limit", "accumulated_recompile_limit"):
+        if hasattr(torch._dynamo.config, name):
+            setattr(torch._dynamo.config, name, 1024)
     bm = create_block_mask(mask_mod, None, None, n, n, device=device)
     compiled = torch.compile(flex_attention, dynamic=False)
     return lambda q, k, v: compiled(q, k, v, block_mask=bm)
