@@ -24,7 +24,10 @@ import torch.nn.functional as F
 from ..patterns import Pattern
 from .plans import Plan, Task, build_plan
 
-CHUNK_SCORES = 1 << 20  # score elements (batch x heads x queries x keys) computed in one step
+CHUNK_SCORES = 1 << 20  # most score elements (batch x heads x queries x keys) in one step
+# ... and at most this fraction of the elements of q, so that short sequences keep their
+# temporaries (scores, probabilities, their gradients) small next to inputs and gradients.
+CHUNK_FRACTION_OF_Q = 0.5
 
 
 def _acc_dtype(dtype):
@@ -127,12 +130,13 @@ _LOOP_BATCH_HEADS = 16  # up to this many (batch, head) pairs, multiply per pair
 def _bmm(a: torch.Tensor, b: torch.Tensor, alpha: float = 1.0, into=None) -> torch.Tensor:
     """alpha * a @ b for (B, H, G, X, Y) @ (B, H|1, G, Y, Z); added into ``into`` when given.
 
-    For a few (batch, head) pairs each is one 3-D bmm on strided views (overlapping key windows,
-    the transposed column view), which BLAS reads in place; ``torch.matmul`` would first copy
-    operands whose (B, H, G) dims do not merge.
+    On the CPU, for a few (batch, head) pairs, each is one 3-D bmm on strided views (overlapping
+    key windows, the transposed column view), which BLAS reads in place; ``torch.matmul`` would
+    first copy operands whose (B, H, G) dims do not merge. Elsewhere (many pairs, GPUs: launch
+    count matters more) it is one ``torch.matmul``.
     """
     bsz, heads = a.shape[:2]
-    if bsz * heads > _LOOP_BATCH_HEADS:
+    if bsz * heads > _LOOP_BATCH_HEADS or a.device.type != "cpu":
         r = torch.matmul(a, b)
         if alpha != 1.0:
             r.mul_(alpha)
@@ -150,8 +154,12 @@ def _bmm(a: torch.Tensor, b: torch.Tensor, alpha: float = 1.0, into=None) -> tor
     return into
 
 
-def _steps(task: Task, batch_heads: int):
-    per = max(1, CHUNK_SCORES // max(1, batch_heads * task.q_len * task.k_len))
+def _budget(q: torch.Tensor) -> int:
+    return max(1 << 16, min(CHUNK_SCORES, int(q.numel() * CHUNK_FRACTION_OF_Q)))
+
+
+def _steps(task: Task, batch_heads: int, budget: int):
+    per = max(1, budget // max(1, batch_heads * task.q_len * task.k_len))
     for g0 in range(0, task.groups, per):
         yield task.split(g0, min(task.groups, g0 + per))
 
@@ -207,12 +215,13 @@ class _BlockedAttention(torch.autograd.Function):
         lse = torch.full((b, h, length), float("-inf"), dtype=acc, device=q.device)
         inputs = _Inputs((k, v, q), acc, kpm)
         tiny = torch.finfo(acc).tiny
+        budget = _budget(q)
         for first, plan in zip([True] + [False] * len(plans), plans):
             (kp, vp, qp), kpmp = inputs.padded(plan.padded_len)
             (kc, vc, _), kpmc = _compacts(plan, (kp, vp, qp), kpmp)
             o_all, l_all = out[:, :, :plan.padded_len], lse[:, :, :plan.padded_len]
             for task in plan.tasks:
-                for t in _steps(task, b * h):
+                for t in _steps(task, b * h, budget):
                     s = _masked_scores(_rows(qp, t), _keys(kp, kc, t), t, kpmp, kpmc, scale)
                     m = s.amax(-1, keepdim=True).clamp_(min=torch.finfo(acc).min)
                     p = s.sub_(m).exp_()
@@ -242,6 +251,7 @@ class _BlockedAttention(torch.autograd.Function):
         delta = F.pad(delta, (0, length - n)).unsqueeze(-1)
         grads = [torch.zeros(b, h, length, d, dtype=acc, device=q.device) for _ in range(3)]
         inputs = _Inputs((q, k, v, dout), acc, kpm)
+        budget = _budget(q)
         for plan in plans:
             pl = plan.padded_len
             (qp, kp, vp, dop), kpmp = inputs.padded(pl)
@@ -249,7 +259,7 @@ class _BlockedAttention(torch.autograd.Function):
             dq, dk, dv = (g[:, :, :pl] for g in grads)
             dkc, dvc = (None, None) if kc is None else (torch.zeros_like(kc), torch.zeros_like(vc))
             for task in plan.tasks:
-                for t in _steps(task, b * h):
+                for t in _steps(task, b * h, budget):
                     qt, kt, vt, dot = _rows(qp, t), _keys(kp, kc, t), _keys(vp, vc, t), _rows(dop, t)
                     s = _masked_scores(qt, kt, t, kpmp, kpmc, scale)
                     p = s.sub_(_rows(lse_b[:, :, :pl], t)).exp_()
