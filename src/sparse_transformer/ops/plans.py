@@ -242,10 +242,10 @@ def _band_plan(part: Pattern, n: int, heads: int, causal: bool) -> Plan | None:
     if bool(((count > 0) & (count != hi - lo + 1)).any()):
         return None
     runs = []  # [first block, last block, lo offset, hi offset]
-    for b in range(nb):
-        if count[b] == 0:
+    for b, (c, first, last) in enumerate(zip(count.tolist(), lo.tolist(), hi.tolist())):
+        if c == 0:
             continue
-        rel = (int(lo[b]) - b, int(hi[b]) - b)
+        rel = (first - b, last - b)
         if runs and runs[-1][1] == b - 1 and runs[-1][2:] == list(rel):
             runs[-1][1] = b
         else:
