@@ -92,6 +92,31 @@ def run_case(rows, name, kind, n, h, d, pairs, fn, q, k, v, skip_bwd=False):
           + (f"{tb_:8.3f} ms {row['fwdbwd_tflops']:6.1f} TF/s" if tb_ else "-"), flush=True)
 
 
+def profile(n=4096, d=64, name="local"):
+    """Where the time of one small forward+backward goes (host vs device), per operator."""
+    from torch.profiler import ProfilerActivity, profile as prof
+
+    h = heads_for(n, d)
+    q, k, v = (torch.randn(1, h, n, d, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+               for _ in range(3))
+    g = torch.randn_like(q)
+    pat = PATTERNS[name]
+    for _ in range(5):
+        tb.triton_attention(q, k, v, pat).backward(g)
+    torch.cuda.synchronize()
+    with prof(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as p:
+        for _ in range(10):
+            tb.triton_attention(q, k, v, pat).backward(g)
+        torch.cuda.synchronize()
+    print(p.key_averages().table(sort_by="cpu_time_total", row_limit=25), flush=True)
+    t0 = time.perf_counter()
+    for _ in range(50):
+        tb.triton_attention(q, k, v, pat).backward(g)
+    host = (time.perf_counter() - t0) / 50
+    torch.cuda.synchronize()
+    print(f"host time per fwd+bwd call (not synchronized): {host * 1e3:.3f} ms", flush=True)
+
+
 def sweep(n=16384, d=64):
     """Try a few launch configurations of our kernels at one size (forward+backward)."""
     dev = "cuda"
@@ -100,7 +125,7 @@ def sweep(n=16384, d=64):
                for _ in range(3))
     out = []
     configs = [(64, 4, 2, True), (64, 4, 3, True), (64, 4, 3, False), (64, 8, 3, False),
-               (128, 8, 2, False), (128, 8, 3, True), (32, 4, 3, False)]
+               (64, 8, 2, True), (128, 8, 3, True), (32, 4, 3, False)]
     for name, pat in PATTERNS.items():
         for block, warps, stages, branch in configs:
             tb.LAUNCH_OVERRIDE.update(num_warps=warps, num_stages=stages)
@@ -129,7 +154,9 @@ def main(argv=None):
     ap.add_argument("--d", type=int, nargs="*", default=[64, 128])
     ap.add_argument("--patterns", nargs="*", default=list(PATTERNS))
     ap.add_argument("--no-flex", action="store_true", help="skip FlexAttention (its compiles are slow)")
-    ap.add_argument("--sweep", action="store_true")
+    ap.add_argument("--sweep", type=int, nargs="?", const=64, default=None,
+                    help="sweep launch configurations at n=16384 for this head_dim (default 64)")
+    ap.add_argument("--profile", action="store_true", help="profile a small case and exit")
     args = ap.parse_args(argv)
     import triton
 
@@ -138,8 +165,11 @@ def main(argv=None):
                 triton=triton.__version__, cuda=torch.version.cuda)
     print(info, flush=True)
     rows, sweeps = [], []
+    if args.profile:
+        profile()
+        return
     if args.sweep:
-        sweeps = sweep()
+        sweeps = sweep(d=args.sweep)
     for d in args.d:
         for n in args.n:
             h = heads_for(n, d)

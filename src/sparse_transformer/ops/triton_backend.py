@@ -20,7 +20,7 @@ from typing import Optional
 import torch
 
 from ..patterns import Pattern
-from .triton_plan import TritonPlan, build_plan
+from .triton_plan import Pass, TritonPlan, build_plan
 
 MAX_HEAD_DIM = 128
 DTYPES = (torch.float16, torch.bfloat16, torch.float32)
@@ -103,7 +103,7 @@ MASK_BRANCH = {"fwd": False, "bwd": True}
 def _launch_opts(block: int, d: int, device: torch.device, backward: bool = False) -> dict:
     if device.type == "cpu":
         return {}
-    warps = 4 if d <= 64 and block <= 64 else 8
+    warps = 4 if block <= 64 else 8  # 8 warps lost at both d=64 and d=128 (H100 sweeps)
     opts = {"num_warps": warps, "num_stages": 2 if backward else 3}
     opts.update(LAUNCH_OVERRIDE)
     return opts
@@ -168,38 +168,51 @@ def _backward(dout, dlse, q, k, v, out, lse, kpm, plan: TritonPlan, scale: float
         HAS_DLSE=dlse is not None, ROWS=rows, BLOCK_D=common["BLOCK_D"])
     kpm_t, has_kpm = _kpm_arg(kpm, delta)
 
+    # dq passes (query-major) and dk/dv passes (key-major) run pairwise in one launch each.
+    qpasses, kpasses = plan.fwd, plan.bwd
     dq = torch.empty(b, h, n, d, dtype=q.dtype, device=dev)
-    passes = plan.fwd
-    acc = torch.empty(b, h, n, d, dtype=torch.float32, device=dev) if len(passes) > 1 else dq
-    for i, ps in enumerate(passes):
-        dst = dq if i == len(passes) - 1 else acc
-        kern._dq_kernel[(ps.num_tiles, b * h)](
-            q, k, v, dout, lse, delta, dst, acc, kpm_t, ps.tiles, ps.order, ps.rowptr,
-            ps.entries, plan.masks, scale * kern.LOG2E, scale, T=ps.num_tiles,
-            E=ps.entries.shape[1], HAS_KPM=has_kpm, HAS_SEED=i > 0,
-            MASK_BRANCH=MASK_BRANCH["bwd"], **common, **opts)
-
-    passes = plan.bwd
-    single = len(passes) == 1
-    alloc = torch.empty if single and passes[0].covers_all else torch.zeros
+    acc_q = torch.empty(b, h, n, d, dtype=torch.float32, device=dev) if len(qpasses) > 1 else dq
+    single = len(kpasses) == 1
+    alloc = torch.empty if single and kpasses[0].covers_all else torch.zeros
     dk = alloc(b, h, n, d, dtype=k.dtype, device=dev)
     dv = alloc(b, h, n, d, dtype=v.dtype, device=dev)
     if single:
         acc_k, acc_v = dk, dv
     else:
-        first_covers = passes[0].covers_all
-        alloc = torch.empty if first_covers else torch.zeros
+        alloc = torch.empty if kpasses[0].covers_all else torch.zeros
         acc_k = alloc(b, h, n, d, dtype=torch.float32, device=dev)
         acc_v = alloc(b, h, n, d, dtype=torch.float32, device=dev)
-    for i, ps in enumerate(passes):
-        last = i == len(passes) - 1
-        seed = not single and (i > 0 or not passes[0].covers_all)
-        kern._dkdv_kernel[(ps.num_tiles, b * h)](
-            q, k, v, dout, lse, delta, dk if last else acc_k, dv if last else acc_v, acc_k,
-            acc_v, kpm_t, ps.tiles, ps.order, ps.rowptr, ps.entries, plan.masks,
-            scale * kern.LOG2E, scale, T=ps.num_tiles, E=ps.entries.shape[1],
-            HAS_KPM=has_kpm, HAS_SEED=seed, MASK_BRANCH=MASK_BRANCH["bwd"], **common, **opts)
+    empty = _empty_pass(plan, dev)
+    for i in range(max(len(qpasses), len(kpasses))):
+        qp = qpasses[i] if i < len(qpasses) else None
+        kp = kpasses[i] if i < len(kpasses) else None
+        qlast, klast = i == len(qpasses) - 1, i == len(kpasses) - 1
+        qp_, kp_ = qp or empty, kp or empty
+        tq = qp.num_tiles if qp is not None else 0
+        tk = kp.num_tiles if kp is not None else 0
+        kern._bwd_kernel[(tq + tk, b * h)](
+            q, k, v, dout, lse, delta, dq if qlast else acc_q, acc_q,
+            dk if klast else acc_k, dv if klast else acc_v, acc_k, acc_v, kpm_t,
+            qp_.tiles, qp_.order, qp_.rowptr, qp_.entries,
+            kp_.tiles, kp_.order, kp_.rowptr, kp_.entries, plan.masks,
+            scale * kern.LOG2E, scale, TQ=tq, EQ=qp_.entries.shape[1], TK=tk,
+            EK=kp_.entries.shape[1], HAS_KPM=has_kpm, DQ_SEED=i > 0,
+            KV_SEED=not single and (i > 0 or not kpasses[0].covers_all),
+            MASK_BRANCH=MASK_BRANCH["bwd"], **common, **opts)
     return dq, dk, dv
+
+
+def _empty_pass(plan: TritonPlan, device):
+    """Placeholder arrays for the half of a fused backward launch that has no pass."""
+    key = str(device)
+    if key not in _EMPTY:
+        z = torch.zeros(1, 1, 4, dtype=torch.int32, device=device)
+        _EMPTY[key] = Pass(z[..., :3].contiguous(), z[..., 0].contiguous(),
+                           z[..., :2].contiguous(), z, True)
+    return _EMPTY[key]
+
+
+_EMPTY: dict = {}
 
 
 def triton_cdiv(a: int, b: int) -> int:
