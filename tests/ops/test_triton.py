@@ -218,3 +218,15 @@ def test_gpu_deterministic():
         runs.append((out, *torch.autograd.grad(out.float().square().sum(), (q, k, v))))
     for a, b in zip(*runs):
         assert torch.equal(a, b)
+
+
+@needs_interp
+@pytest.mark.parametrize("pattern", [P.Strided(16), P.Fixed(16, 4, distinct_heads=True)],
+                         ids=lambda p: p.name)
+def test_interp_unfused_backward(pattern, monkeypatch):
+    """Large problems run dq and dk/dv as two kernels; small ones share a launch."""
+    from sparse_transformer.ops import triton_backend
+
+    monkeypatch.setattr(triton_backend, "FUSE_BWD_BELOW", 0)
+    q, k, v = _qkv(1, 4, 97, 32, torch.float32, "cpu", seed=7)
+    check_against_reference(triton_attention, q, k, v, pattern, True, _padding(1, 97, "cpu"))

@@ -270,3 +270,29 @@ def _bwd_kernel(Q, K, V, DO, LSE, DELTA, DQ, SEED_DQ, DK, DV, SEED_DK, SEED_DV, 
                    KORDER, KROWPTR, KENT, MASKS, qk_scale, sm_scale, sqb, sqh, sqn, skb, skh,
                    skn, svb, svh, svn, H, N, D, TK, EK, HP_MUL, BLOCK, BLOCK_D, HAS_KPM,
                    KV_SEED, DOT_PREC, MASK_BRANCH)
+
+
+@triton.jit
+def _dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, SEED_DQ, KPM, TILES, ORDER, ROWPTR, ENT, MASKS,
+               qk_scale, sm_scale, sqb, sqh, sqn, skb, skh, skn, svb, svh, svn,
+               H, N, D, T, E, HP_MUL,
+               BLOCK: tl.constexpr, BLOCK_D: tl.constexpr, HAS_KPM: tl.constexpr,
+               HAS_SEED: tl.constexpr, DOT_PREC: tl.constexpr, MASK_BRANCH: tl.constexpr):
+    """dq alone (for large passes, where one kernel per role keeps register use lower)."""
+    _dq_tile(tl.program_id(0), Q, K, V, DO, LSE, DELTA, DQ, SEED_DQ, KPM, TILES, ORDER, ROWPTR,
+             ENT, MASKS, qk_scale, sm_scale, sqb, sqh, sqn, skb, skh, skn, svb, svh, svn,
+             H, N, D, T, E, HP_MUL, BLOCK, BLOCK_D, HAS_KPM, HAS_SEED, DOT_PREC, MASK_BRANCH)
+
+
+@triton.jit
+def _dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, SEED_DK, SEED_DV, KPM,
+                 TILES, ORDER, ROWPTR, ENT, MASKS,
+                 qk_scale, sm_scale, sqb, sqh, sqn, skb, skh, skn, svb, svh, svn,
+                 H, N, D, T, E, HP_MUL,
+                 BLOCK: tl.constexpr, BLOCK_D: tl.constexpr, HAS_KPM: tl.constexpr,
+                 HAS_SEED: tl.constexpr, DOT_PREC: tl.constexpr, MASK_BRANCH: tl.constexpr):
+    """dk and dv alone (see ``_dq_kernel``)."""
+    _dkdv_tile(tl.program_id(0), Q, K, V, DO, LSE, DELTA, DK, DV, SEED_DK, SEED_DV, KPM, TILES,
+               ORDER, ROWPTR, ENT, MASKS, qk_scale, sm_scale, sqb, sqh, sqn, skb, skh, skn,
+               svb, svh, svn, H, N, D, T, E, HP_MUL, BLOCK, BLOCK_D, HAS_KPM, HAS_SEED,
+               DOT_PREC, MASK_BRANCH)
