@@ -1,0 +1,68 @@
+"""The FlexAttention backend (hand-built BlockMask from the derived layout) against the reference.
+
+On the CPU FlexAttention has only an (eager) forward, so CPU tests check outputs and log-sum-exps;
+on a GPU the forward and the three gradients are checked with the project's tolerance rule.
+"""
+import warnings
+
+import pytest
+import torch
+
+pytest.importorskip("torch.nn.attention.flex_attention")
+
+from sparse_transformer import patterns as P  # noqa: E402
+from sparse_transformer.ops import BACKENDS, reference_attention  # noqa: E402
+from sparse_transformer.ops.flex import build_block_mask, flex_attention_backend  # noqa: E402
+from tolerance import check_against_reference, rel_err  # noqa: E402
+
+PATTERNS = [P.Strided(16), P.Fixed(16, 4), P.Local(20),
+            P.Local(4) | P.Random(1, 16, seed=1, distinct_heads=True) | P.Global((3,))]
+gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+def _inputs(b, h, n, d, dtype=torch.float32, device="cpu", seed=0):
+    g = torch.Generator().manual_seed(seed)
+    q, k, v = (torch.randn(b, h, n, d, generator=g).to(dtype=dtype, device=device)
+               for _ in range(3))
+    kpm = torch.rand(b, n, generator=g) < 0.2
+    kpm[-1, : n // 2] = True  # causal: early queries of the last batch entry see nothing
+    return q, k, v, kpm.to(device)
+
+
+@pytest.mark.parametrize("pattern", PATTERNS, ids=lambda p: p.name)
+@pytest.mark.parametrize("causal", [True, False])
+def test_cpu_forward_and_lse_match_reference(pattern, causal):
+    q, k, v, kpm = _inputs(2, 3, 300, 32)  # 300: the last 128-block is partial
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out, lse = flex_attention_backend(q, k, v, pattern, causal, kpm, return_lse=True)
+    ref, ref_lse = reference_attention(q, k, v, pattern, causal, kpm, return_lse=True)
+    assert rel_err(out, ref) < 1e-5
+    assert torch.equal(torch.isinf(lse), torch.isinf(ref_lse))
+    fin = torch.isfinite(ref_lse)
+    torch.testing.assert_close(lse[fin], ref_lse[fin], rtol=1e-5, atol=1e-5)
+    if causal:
+        assert (out[-1, :, : 300 // 2] == 0).all()  # empty rows give zeros, not NaN
+
+
+def test_block_mask_matches_the_predicate_everywhere():
+    from torch.nn.attention.flex_attention import create_mask
+
+    pattern, n = P.Fixed(16, 4, distinct_heads=True), 300
+    bm = build_block_mask(pattern, n, 4, True, "cpu")
+    got = create_mask(bm.mask_mod, 1, 4, n, n, device="cpu")[0]
+    assert torch.equal(got, pattern.mask(n, 4, True))
+    dense = bm.to_dense()[0]  # (heads, q blocks, k blocks): the listed tiles
+    assert torch.equal(dense.bool(), pattern.block_layout(n, 128, 4, True).active)
+
+
+def test_registered():
+    assert "flex" in BACKENDS
+
+
+@gpu
+@pytest.mark.parametrize("pattern", PATTERNS, ids=lambda p: p.name)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_gpu_matches_reference(pattern, dtype):
+    q, k, v, kpm = _inputs(2, 4, 1025, 64, dtype, "cuda")
+    check_against_reference(flex_attention_backend, q, k, v, pattern, True, kpm)
