@@ -132,19 +132,20 @@ def _cpu_name() -> str:
 def table(results: list[dict], baseline: str) -> str:
     base = {r["case"]["seq_len"]: r for r in results
             if r["case"]["pattern"] == baseline and "error" not in r}
-    head = ("| n | pattern | fwd+bwd median (ms) | speed-up vs SDPA | peak mem (MB) "
+    head = ("| n | pattern | fwd+bwd median (ms) | min (ms) | speed-up vs SDPA | peak mem (MB) "
             "| mem vs SDPA | eff. GFLOP/s |")
-    lines = [head, "|" + "---|" * 7]
+    lines = [head, "|" + "---|" * 8]
     for r in results:
         c = r["case"]
         if "error" in r:
-            lines.append(f"| {c['seq_len']} | {c['pattern']} | error: {r['error']} | | | | |")
+            lines.append(f"| {c['seq_len']} | {c['pattern']} | error: {r['error']} | | | | | |")
             continue
         b = base.get(c["seq_len"])
         speed = f"{b['median_s'] / r['median_s']:.2f}x" if b else "-"
         mem = f"{r['peak_mb'] / b['peak_mb']:.2f}x" if b and b["peak_mb"] > 0 else "-"
         flops = 3.5 * 4 * c["batch"] * c["heads"] * c["head_dim"] * r["pairs"]
-        lines.append(f"| {c['seq_len']} | {c['pattern']} | {1e3 * r['median_s']:.1f} | {speed} "
+        lines.append(f"| {c['seq_len']} | {c['pattern']} | {1e3 * r['median_s']:.1f} "
+                     f"| {1e3 * r['min_s']:.1f} | {speed} "
                      f"| {r['peak_mb']:.1f} | {mem} | {flops / r['median_s'] / 1e9:.1f} |")
     return "\n".join(lines)
 
