@@ -71,3 +71,19 @@ def test_custom_scale():
     truth = attention_and_grads(reference_attention, q, k, v, dout, **args)
     for o, t in zip(ours, truth):
         assert rel_err(o, t) <= 1e3 * torch.finfo(torch.float64).eps
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 17])
+@pytest.mark.parametrize("pattern", [P.Strided(16), P.Fixed(16, 4), P.Local(20), P.Column(4),
+                                     P.Random(1, block_size=4)], ids=str)
+def test_lengths_shorter_than_blocks(pattern, n):
+    q, k, v = qkv(2, 2, n, 16, seed=n)
+    check_against_reference(sparse_attention, q, k, v, pattern, True, backend="blocked")
+
+
+def test_many_batch_heads_use_the_batched_path():
+    # More (batch, head) pairs than the per-pair loop takes: one torch.matmul per step instead.
+    q, k, v = qkv(5, 4, 97, 16)
+    kpm = torch.rand(5, 97, generator=torch.Generator().manual_seed(4)) < 0.2
+    for pattern in (P.Strided(16), P.Fixed(16, 4), P.Random(2, block_size=16)):
+        check_against_reference(sparse_attention, q, k, v, pattern, True, kpm, backend="blocked")
