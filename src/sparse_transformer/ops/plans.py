@@ -250,11 +250,38 @@ def _band_plan(part: Pattern, n: int, heads: int, causal: bool) -> Plan | None:
             runs[-1][1] = b
         else:
             runs.append([b, b, *rel])
-    if len(runs) > max(8, nb // 8):
+    tasks = _merge_single_blocks([Task("rows", b0 * bs, b1 - b0 + 1, bs,
+                                       (((b0 + o0) * bs, (o1 - o0 + 1) * bs),))
+                                  for b0, b1, o0, o1 in runs])
+    if len(tasks) > max(8, nb // 8):
         return None
-    tasks = tuple(Task("rows", b0 * bs, b1 - b0 + 1, bs, (((b0 + o0) * bs, (o1 - o0 + 1) * bs),))
-                  for b0, b1, o0, o1 in runs)
-    return Plan(n, nb * bs, heads, tasks)
+    return Plan(n, nb * bs, heads, tuple(tasks))
+
+
+def _merge_single_blocks(tasks: list[Task]) -> list[Task]:
+    """Join neighbouring one-block tasks (a band's edges) into one task over their rows.
+
+    The joined task reads the union of their key ranges; it is kept only while it computes at
+    most twice the pairs of the tasks it replaces, so short sequences run fewer, larger steps.
+    """
+    out: list[Task] = []
+    areas: list[int] = []  # pairs computed by the tasks each entry of ``out`` replaces
+    for t in tasks:
+        prev = out[-1] if out else None
+        if (prev is not None and prev.groups == 1 and t.groups == 1 and not t.compact
+                and len(prev.pieces) == 1 and len(t.pieces) == 1
+                and prev.q0 + prev.q_len == t.q0):
+            (s0, l0), (s1, l1) = prev.pieces[0], t.pieces[0]
+            start, end = min(s0, s1), max(s0 + l0, s1 + l1)
+            rows = prev.q_len + t.q_len
+            separate = areas[-1] + t.q_len * l1
+            if rows * (end - start) <= 2 * separate:
+                out[-1] = Task("rows", prev.q0, 1, rows, ((start, end - start),))
+                areas[-1] = separate
+                continue
+        out.append(t)
+        areas.append(t.q_len * t.k_len * t.groups)
+    return out
 
 
 # -- the general fallback: gather each query block's active key blocks ---------------------------
