@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Sets up .venv and runs the whole test suite (Triton kernels run under TRITON_INTERPRET=1 on CPU).
+# Sets up .venv and runs the whole test suite. Without CUDA the Triton kernels run under Triton's
+# interpreter on the CPU (tests/conftest.py sets TRITON_INTERPRET=1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-export TRITON_INTERPRET=${TRITON_INTERPRET:-1}
 exec .venv/bin/python -m pytest -q "$@"

@@ -1,16 +1,11 @@
 """The Triton kernels against the reference.
 
 On a machine with CUDA the GPU cases run on the GPU. Without CUDA the same kernels run on the CPU
-under Triton's interpreter (TRITON_INTERPRET=1, set by scripts/test.sh and here before the kernels
-are first imported), at small sizes, so CI exercises the kernel code rather than skipping it.
+under Triton's interpreter (TRITON_INTERPRET=1, set by tests/conftest.py before the kernels are
+first imported), at small sizes, so CI exercises the kernel code rather than skipping it.
 """
-import os
-
 import pytest
 import torch
-
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 pytest.importorskip("triton")
 
