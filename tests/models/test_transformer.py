@@ -27,9 +27,10 @@ def test_scaled_initialisation():
     m = SparseTransformer(cfg)
     resid = 1 / math.sqrt(2 * cfg.n_layers)
     blk = m.blocks[0]
-    assert blk.attn.proj.weight.std().item() == pytest.approx(0.125 / 16 * resid, rel=0.05)
-    assert blk.ff.w2.weight.std().item() == pytest.approx(0.125 / 32 * resid, rel=0.05)
-    assert blk.ff.w1.weight.std().item() == pytest.approx(0.125 / 16, rel=0.05)
+    assert blk.attn.proj.weight.std().item() == pytest.approx(math.sqrt(0.125 / 256) * resid, rel=0.05)
+    assert blk.ff.w2.weight.std().item() == pytest.approx(math.sqrt(0.125 / 1024) * resid, rel=0.05)
+    assert blk.ff.w1.weight.std().item() == pytest.approx(math.sqrt(0.125 / 256), rel=0.05)
+    assert m.tok.weight.std().item() == pytest.approx(math.sqrt(0.125 / 256), rel=0.05)
     assert blk.ff.w1.out_features == 4 * 256
     assert torch.count_nonzero(m.head.weight) == 0
     assert torch.count_nonzero(blk.ff.w1.bias) == 0

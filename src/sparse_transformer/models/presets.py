@@ -54,11 +54,13 @@ class RunConfig:
 
 
 def _demo() -> RunConfig:
+    # Sized for about three minutes on a 2-core CPU (about 0.4 s a step there); the time limit
+    # stops a slower machine at four minutes.
     return RunConfig(
-        model=ModelConfig(seq_len=512, d_model=192, n_layers=4, n_heads=4, pattern="fixed",
+        model=ModelConfig(seq_len=512, d_model=128, n_layers=4, n_heads=4, pattern="fixed",
                           stride=32, summary=8, mode="merged", dropout=0.0),
-        train=TrainConfig(steps=400, batch_size=16, lr=2e-3, warmup=40, eval_every=100,
-                          eval_batches=4, checkpoint_every=100, time_limit=240.0,
+        train=TrainConfig(steps=450, batch_size=16, lr=2e-3, warmup=30, eval_every=150,
+                          eval_batches=4, checkpoint_every=150, time_limit=240.0,
                           final_eval_bytes=100_000),
     )
 
