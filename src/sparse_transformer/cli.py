@@ -155,7 +155,7 @@ def _load_model(path: str, device: str = "auto"):
     from .models import SparseTransformer
     from .training import checkpoint as ckpt
     from .training import config_from_dict
-    from .training.trainer import resolve_device
+    from .training.distributed import resolve_device
 
     c = ckpt.latest_checkpoint(path)
     if c is None:

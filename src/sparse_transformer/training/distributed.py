@@ -33,9 +33,9 @@ def setup(device_name: str) -> tuple[DistInfo, torch.device]:
     """Initialise the process group when launched by torchrun; pick this rank's device."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
-        return DistInfo(), _device(device_name, 0)
+        return DistInfo(), resolve_device(device_name)
     info = DistInfo(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
-    device = _device(device_name, info.local_rank)
+    device = resolve_device(device_name, info.local_rank)
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         if device.type == "cuda":
@@ -44,7 +44,8 @@ def setup(device_name: str) -> tuple[DistInfo, torch.device]:
     return info, device
 
 
-def _device(name: str, local_rank: int) -> torch.device:
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """"auto" -> this rank's GPU when there is one, else the CPU; "cuda" -> cuda:local_rank."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     dev = torch.device(name)
