@@ -117,34 +117,68 @@ def profile(n=4096, d=64, name="local"):
     print(f"host time per fwd+bwd call (not synchronized): {host * 1e3:.3f} ms", flush=True)
 
 
-def sweep(n=16384, d=64):
-    """Try a few launch configurations of our kernels at one size (forward+backward)."""
-    dev = "cuda"
+def graph_time(fn, q, k, v, backward: bool) -> float:
+    """GPU time alone (no host overhead): the call captured in a CUDA graph, replayed."""
+    from triton.testing import do_bench
+
+    g = torch.randn_like(q)
+
+    def step():
+        out = fn(q, k, v)
+        if backward:
+            out.backward(g)
+
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        for _ in range(2):
+            q.grad = k.grad = v.grad = None
+            step()
+        q.grad = k.grad = v.grad = None
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, stream=s):
+            step()
+    torch.cuda.current_stream().wait_stream(s)
+    t = do_bench(graph.replay, warmup=10, rep=50, return_mode="median")
+    q.grad = k.grad = v.grad = None
+    return t
+
+
+def sweep(n=16384, d=64, patterns=None):
+    """Per kernel role (fwd, dq, dkdv), try tile sizes, warps and pipeline stages at one size;
+    GPU time from CUDA graphs, so host overhead does not blur the comparison."""
     h = heads_for(n, d)
-    q, k, v = (torch.randn(1, h, n, d, device=dev, dtype=torch.bfloat16, requires_grad=True)
-               for _ in range(3))
+    default = {r: dict(c) for r, c in tb.TUNING.items()}
+    fuse = tb.FUSE_BWD_BELOW
+    tb.FUSE_BWD_BELOW = 0
     out = []
-    configs = [(64, 4, 2, True), (64, 4, 3, True), (64, 4, 3, False), (64, 8, 3, False),
-               (64, 8, 2, True), (128, 8, 3, True), (32, 4, 3, False)]
-    for name, pat in PATTERNS.items():
-        for block, warps, stages, branch in configs:
-            tb.LAUNCH_OVERRIDE.update(num_warps=warps, num_stages=stages)
-            tb.MASK_BRANCH.update(fwd=branch, bwd=branch)
-            fn = lambda q, k, v, pat=pat, block=block: tb.triton_attention(  # noqa: E731
-                q, k, v, pat, block=block)
-            cfg = f"block={block:3d} warps={warps} stages={stages} branch={int(branch)}"
-            try:
-                fn(q, k, v)
-                t1 = bench(fn, q, k, v, False)
-                t2 = bench(fn, q, k, v, True)
-            except Exception as e:
-                print(f"  sweep {name} {cfg}: {type(e).__name__} {str(e)[:150]}", flush=True)
-                continue
-            out.append(dict(pattern=name, block=block, warps=warps, stages=stages,
-                            mask_branch=branch, fwd_ms=t1, fwdbwd_ms=t2))
-            print(f"  sweep {name:8s} {cfg}: fwd {t1:.3f} ms fwd+bwd {t2:.3f} ms", flush=True)
-    tb.MASK_BRANCH.update(fwd=False, bwd=True)
-    tb.LAUNCH_OVERRIDE.clear()
+    for name in patterns or PATTERNS:
+        pat = PATTERNS[name]
+        for role in ("fwd", "dq", "dkdv"):
+            best = None
+            for block in (64, 128):
+                for warps in (4, 8):
+                    for stages in (2, 3):
+                        for branch in (False, True):
+                            tb.TUNING[role].update(block=block, num_warps=warps,
+                                                   num_stages=stages, mask_branch=branch)
+                            q, k, v = (torch.randn(1, h, n, d, device="cuda", dtype=torch.bfloat16,
+                                                   requires_grad=True) for _ in range(3))
+                            fn = lambda q, k, v, pat=pat: tb.triton_attention(q, k, v, pat)  # noqa
+                            try:
+                                t = graph_time(fn, q, k, v, role != "fwd")
+                            except Exception as e:
+                                print(f"  sweep {name} {role} {block} {warps} {stages} {branch}: "
+                                      f"{type(e).__name__} {str(e)[:120]}", flush=True)
+                                continue
+                            row = dict(pattern=name, n=n, d=d, role=role, block=block, warps=warps,
+                                       stages=stages, mask_branch=branch, ms=t)
+                            out.append(row)
+                            if best is None or t < best["ms"]:
+                                best = row
+            tb.TUNING[role].update(default[role])
+            print(f"  sweep best {name} n={n} d={d} {role}: {best}", flush=True)
+    tb.FUSE_BWD_BELOW = fuse
     return out
 
 
@@ -155,7 +189,8 @@ def main(argv=None):
     ap.add_argument("--patterns", nargs="*", default=list(PATTERNS))
     ap.add_argument("--no-flex", action="store_true", help="skip FlexAttention (its compiles are slow)")
     ap.add_argument("--sweep", type=int, nargs="?", const=64, default=None,
-                    help="sweep launch configurations at n=16384 for this head_dim (default 64)")
+                    help="sweep launch configurations per kernel role for this head_dim "
+                         "(default 64) at the first --n")
     ap.add_argument("--profile", action="store_true", help="profile a small case and exit")
     args = ap.parse_args(argv)
     import triton
@@ -169,7 +204,11 @@ def main(argv=None):
         profile()
         return
     if args.sweep:
-        sweeps = sweep(d=args.sweep)
+        sweeps = sweep(n=args.n[0], d=args.sweep, patterns=args.patterns)
+        if os.environ.get("OUT"):
+            with open(os.path.join(os.environ["OUT"], "gpu_sweep.json"), "w") as f:
+                json.dump(sweeps, f, indent=1)
+        return
     for d in args.d:
         for n in args.n:
             h = heads_for(n, d)

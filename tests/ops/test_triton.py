@@ -225,3 +225,29 @@ def test_interp_unfused_backward(pattern, monkeypatch):
     monkeypatch.setattr(triton_backend, "FUSE_BWD_BELOW", 0)
     q, k, v = _qkv(1, 4, 97, 32, torch.float32, "cpu", seed=7)
     check_against_reference(triton_attention, q, k, v, pattern, True, _padding(1, 97, "cpu"))
+
+
+@needs_interp
+@pytest.mark.parametrize("fuse", [True, False], ids=["fused", "unfused"])
+@pytest.mark.parametrize("pattern", [P.Strided(16), P.Fixed(16, 4), P.Global((0, 50)) | P.Local(3)],
+                         ids=lambda p: p.name)
+def test_interp_prefetch(pattern, fuse, monkeypatch):
+    """The prefetching loops (next tile loaded before this one is used) give the same answers,
+    empty rows and padding included."""
+    from sparse_transformer.ops import triton_backend
+
+    monkeypatch.setattr(triton_backend, "FUSE_BWD_BELOW", None if not fuse else 10**9)
+    for role in ("fwd", "dq", "dkdv"):
+        monkeypatch.setitem(triton_backend.TUNING, role,
+                            dict(triton_backend.TUNING[role], prefetch=True))
+    q, k, v = _qkv(2, 2, 97, 32, torch.float32, "cpu", seed=11)
+    check_against_reference(triton_attention, q, k, v, pattern, True, _padding(2, 97, "cpu"))
+
+
+def test_launch_keys_separate_specialisations():
+    """The direct-launch cache never lets two different constexpr values share a kernel."""
+    from sparse_transformer.ops.triton_backend import _spec
+
+    assert _spec(64) != _spec(128) and _spec("ieee") != _spec("tf32")
+    assert _spec(True) != _spec(False)
+    assert _spec(torch.zeros(4, dtype=torch.float16)) != _spec(torch.zeros(4))

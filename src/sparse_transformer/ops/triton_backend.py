@@ -75,9 +75,7 @@ def check_inputs(q: torch.Tensor) -> None:
 
 def get_plan(pattern: Pattern, n: int, heads: int, causal: bool, device, block: int | None = None):
     """(key, plan) for this problem; the key names the plan inside the custom ops."""
-    device = torch.device(device)
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", torch.cuda.current_device())
+    device = _canonical(device)
     block = default_block(device) if block is None else block
     key = f"{pattern!r}|n={n}|h={heads}|causal={causal}|{device}|block={block}"
     plan = _PLANS.get(key)
@@ -87,40 +85,69 @@ def get_plan(pattern: Pattern, n: int, heads: int, causal: bool, device, block: 
     return key, plan
 
 
+def _canonical(device) -> torch.device:
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
+# Launch settings per kernel role: tile size (None: ``default_block``), warps, pipeline stages,
+# and whether full tiles skip their mask by a branch (True) or by a predicated load (False).
+# Chosen by ``benchmarks/gpu.py --sweep`` on an H100; benchmarks may change them at run time.
+TUNING = {
+    "fwd": dict(block=None, num_warps=4, num_stages=3, mask_branch=False, prefetch=False),
+    "dq": dict(block=None, num_warps=4, num_stages=2, mask_branch=True, prefetch=False),
+    "dkdv": dict(block=None, num_warps=4, num_stages=2, mask_branch=True, prefetch=False),
+}
+FUSE_BWD_BELOW = 50_000  # computed (tile pair x batch x head) count under which to fuse
+
+
+def _role_block(role: str, device: torch.device, block: int | None) -> int:
+    if block is not None:
+        return block
+    b = TUNING[role]["block"]
+    return default_block(device) if b is None or device.type == "cpu" else b
+
+
+def plans_for(pattern: Pattern, n: int, heads: int, causal: bool, device,
+              block: int | None = None) -> str:
+    """Key of the (forward, dq, dk/dv) plans; each role may use its own tile size."""
+    device = _canonical(device)
+    keys = tuple(get_plan(pattern, n, heads, causal, device, _role_block(r, device, block))[0]
+                 for r in ("fwd", "dq", "dkdv"))
+    key = "||".join(keys)
+    if key not in _PLAN_SETS:
+        _PLAN_SETS[key] = tuple(_PLANS[k] for k in keys)
+    return key
+
+
+_PLAN_SETS: dict[str, tuple[TritonPlan, TritonPlan, TritonPlan]] = {}
+
+
 @torch._dynamo.assume_constant_result
 def _plan_key(pattern, n, heads, causal, device, block) -> str:
     # Runs eagerly even while torch.compile traces: the plan is host-side data, the key a constant.
-    return get_plan(pattern, n, heads, causal, device, block)[0]
+    return plans_for(pattern, n, heads, causal, device, block)
 
 
-LAUNCH_OVERRIDE: dict = {}  # benchmarks may set num_warps / num_stages here
-# How full tiles skip the mask: by a branch (True) or by a predicated load (False), for the
-# forward and the backward kernels. Measured on an H100 (benchmarks/gpu.py --sweep): the
-# predicated load is faster in the forward, the branch in the backward.
-MASK_BRANCH = {"fwd": False, "bwd": True}
-
-
-def _launch_opts(block: int, d: int, device: torch.device, backward: bool = False) -> dict:
+def _launch_opts(role: str, device: torch.device) -> dict:
     if device.type == "cpu":
         return {}
-    warps = 4 if block <= 64 else 8  # 8 warps lost at both d=64 and d=128 (H100 sweeps)
-    opts = {"num_warps": warps, "num_stages": 2 if backward else 3}
-    opts.update(LAUNCH_OVERRIDE)
-    return opts
+    t = TUNING[role]
+    return {"num_warps": t["num_warps"], "num_stages": t["num_stages"]}
 
 
 def _dot_prec(dtype) -> str:
     return "ieee" if dtype == torch.float32 else "tf32"
 
 
-def _common(plan: TritonPlan, q, k, v):
-    b, h, n, d = q.shape
-    return dict(sqb=q.stride(0), sqh=q.stride(1), sqn=q.stride(2),
-                skb=k.stride(0), skh=k.stride(1), skn=k.stride(2),
-                svb=v.stride(0), svh=v.stride(1), svn=v.stride(2),
-                H=h, N=n, D=d, HP_MUL=1 if plan.heads > 1 else 0, 
-                BLOCK=plan.block, BLOCK_D=max(16, triton_next_pow2(d)),
-                DOT_PREC=_dot_prec(q.dtype))
+def _common(plan: TritonPlan, q, k, v) -> tuple:
+    """The strides, (HP_MUL, BLOCK, BLOCK_D) and DOT_PREC arguments shared by every kernel."""
+    d = q.shape[-1]
+    return (q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
+            v.stride(0), v.stride(1), v.stride(2), 1 if plan.heads > 1 else 0, plan.block,
+            max(16, triton_next_pow2(d)), _dot_prec(q.dtype))
 
 
 def triton_next_pow2(x: int) -> int:
@@ -141,82 +168,85 @@ def _forward(q, k, v, kpm, plan: TritonPlan, scale: float):
     kpm_t, has_kpm = _kpm_arg(kpm, lse)
     passes = plan.fwd
     scratch = torch.empty(b, h, n, d, dtype=torch.float32, device=q.device) if len(passes) > 1 else out
-    common = _common(plan, q, k, v)
-    opts = _launch_opts(plan.block, d, q.device)
+    c = _common(plan, q, k, v)
+    opts = _launch_opts("fwd", q.device)
+    branch = TUNING["fwd"]["mask_branch"]
     for i, ps in enumerate(passes):
         dst = out if i == len(passes) - 1 else scratch
-        kern._fwd_kernel[(ps.num_tiles, b * h)](
-            q, k, v, dst, lse, scratch, lse, kpm_t, ps.tiles, ps.order, ps.rowptr, ps.entries,
-            plan.masks, scale * kern.LOG2E, T=ps.num_tiles, E=ps.entries.shape[1],
-            HAS_KPM=has_kpm, HAS_SEED=i > 0, MASK_BRANCH=MASK_BRANCH["fwd"], **common, **opts)
+        launch(kern._fwd_kernel, (ps.num_tiles, b * h), opts,
+               q, k, v, dst, lse, scratch, lse, kpm_t, ps.tiles, ps.order, ps.rowptr, ps.entries,
+               plan.masks, scale * kern.LOG2E, *c[:9], h, n, d, ps.num_tiles,
+               ps.entries.shape[1], c[9], c[10], c[11], has_kpm, i > 0, c[12], branch,
+               TUNING["fwd"]["prefetch"])
     return out, lse
 
 
-def _backward(dout, dlse, q, k, v, out, lse, kpm, plan: TritonPlan, scale: float):
+def _backward(dout, dlse, q, k, v, out, lse, kpm, plans, scale: float):
+    """dq over the dq plan's query-major passes, dk/dv over the dk/dv plan's key-major passes."""
     kern = _kernels()
     b, h, n, d = q.shape
     dev = q.device
-    common = _common(plan, q, k, v)
-    opts = _launch_opts(plan.block, d, dev, backward=True)
+    _, qplan, kplan = plans
     dout = dout.contiguous()
     dlse = dlse.float().contiguous() if dlse is not None else None
     delta = torch.empty(b, h, n, dtype=torch.float32, device=dev)
     total = b * h * n
-    rows = 64
-    kern._delta_kernel[(triton_cdiv(total, rows),)](
-        out, dout, dlse if dlse is not None else delta, delta, total, d,
-        HAS_DLSE=dlse is not None, ROWS=rows, BLOCK_D=common["BLOCK_D"])
+    block_d = max(16, triton_next_pow2(d))
+    launch(kern._delta_kernel, (triton_cdiv(total, 64),), {}, out, dout,
+           dlse if dlse is not None else delta, delta, total, d, dlse is not None, 64, block_d)
     kpm_t, has_kpm = _kpm_arg(kpm, delta)
-
-    # dq passes (query-major) and dk/dv passes (key-major) run pairwise in one launch each.
-    qpasses, kpasses = plan.fwd, plan.bwd
+    qpasses, kpasses = qplan.fwd, kplan.bwd
     dq = torch.empty(b, h, n, d, dtype=q.dtype, device=dev)
     acc_q = torch.empty(b, h, n, d, dtype=torch.float32, device=dev) if len(qpasses) > 1 else dq
-    single = len(kpasses) == 1
-    alloc = torch.empty if single and kpasses[0].covers_all else torch.zeros
+    # dk/dv: the last pass covers every key and writes the result; earlier passes accumulate in
+    # float32 scratch, which starts from zeros unless the first pass covers every key itself.
+    alloc = torch.empty if kpasses[-1].covers_all else torch.zeros
     dk = alloc(b, h, n, d, dtype=k.dtype, device=dev)
     dv = alloc(b, h, n, d, dtype=v.dtype, device=dev)
+    single = len(kpasses) == 1
     if single:
         acc_k, acc_v = dk, dv
     else:
         alloc = torch.empty if kpasses[0].covers_all else torch.zeros
         acc_k = alloc(b, h, n, d, dtype=torch.float32, device=dev)
         acc_v = alloc(b, h, n, d, dtype=torch.float32, device=dev)
-    empty = _empty_pass(plan, dev)
-    # Small problems are bound by launches: dq and dk/dv share one launch per pass. Large ones
-    # run them as two kernels, each compiled for its own role (measured faster on an H100).
-    fuse = FUSE_BWD_BELOW is not None and plan.tiles_computed * b * h < FUSE_BWD_BELOW
+    qc, kc = _common(qplan, q, k, v), _common(kplan, q, k, v)
+    # Small problems are bound by launches: dq and dk/dv share one launch per pass when both
+    # roles use the same plan. Large ones run them as two kernels, each compiled for its role.
+    fuse = (qplan is kplan and FUSE_BWD_BELOW is not None
+            and qplan.tiles_computed * b * h < FUSE_BWD_BELOW)
+    empty = _empty_pass(qplan, dev)
     for i in range(max(len(qpasses), len(kpasses))):
         qp = qpasses[i] if i < len(qpasses) else None
         kp = kpasses[i] if i < len(kpasses) else None
         qlast, klast = i == len(qpasses) - 1, i == len(kpasses) - 1
-        qp_, kp_ = qp or empty, kp or empty
         tq = qp.num_tiles if qp is not None else 0
         tk = kp.num_tiles if kp is not None else 0
         kv_seed = not single and (i > 0 or not kpasses[0].covers_all)
         dq_dst, dk_dst, dv_dst = (dq if qlast else acc_q, dk if klast else acc_k,
                                   dv if klast else acc_v)
         if fuse:
-            kern._bwd_kernel[(tq + tk, b * h)](
-                q, k, v, dout, lse, delta, dq_dst, acc_q, dk_dst, dv_dst, acc_k, acc_v, kpm_t,
-                qp_.tiles, qp_.order, qp_.rowptr, qp_.entries,
-                kp_.tiles, kp_.order, kp_.rowptr, kp_.entries, plan.masks,
-                scale * kern.LOG2E, scale, TQ=tq, EQ=qp_.entries.shape[1], TK=tk,
-                EK=kp_.entries.shape[1], HAS_KPM=has_kpm, DQ_SEED=i > 0, KV_SEED=kv_seed,
-                MASK_BRANCH=MASK_BRANCH["bwd"], **common, **opts)
+            qp_, kp_ = qp or empty, kp or empty
+            launch(kern._bwd_kernel, (tq + tk, b * h), _launch_opts("dq", dev),
+                   q, k, v, dout, lse, delta, dq_dst, acc_q, dk_dst, dv_dst, acc_k, acc_v, kpm_t,
+                   qp_.tiles, qp_.order, qp_.rowptr, qp_.entries,
+                   kp_.tiles, kp_.order, kp_.rowptr, kp_.entries, qplan.masks,
+                   scale * kern.LOG2E, scale, *qc[:9], h, n, d, tq, qp_.entries.shape[1], tk,
+                   kp_.entries.shape[1], qc[9], qc[10], qc[11], has_kpm, i > 0, kv_seed, qc[12],
+                   TUNING["dq"]["mask_branch"], TUNING["dq"]["prefetch"])
             continue
         if qp is not None:
-            kern._dq_kernel[(tq, b * h)](
-                q, k, v, dout, lse, delta, dq_dst, acc_q, kpm_t, qp.tiles, qp.order, qp.rowptr,
-                qp.entries, plan.masks, scale * kern.LOG2E, scale, T=tq,
-                E=qp.entries.shape[1], HAS_KPM=has_kpm, HAS_SEED=i > 0,
-                MASK_BRANCH=MASK_BRANCH["bwd"], **common, **opts)
+            launch(kern._dq_kernel, (tq, b * h), _launch_opts("dq", dev),
+                   q, k, v, dout, lse, delta, dq_dst, acc_q, kpm_t, qp.tiles, qp.order, qp.rowptr,
+                   qp.entries, qplan.masks, scale * kern.LOG2E, scale, *qc[:9], h, n, d, tq,
+                   qp.entries.shape[1], qc[9], qc[10], qc[11], has_kpm, i > 0, qc[12],
+                   TUNING["dq"]["mask_branch"], TUNING["dq"]["prefetch"])
         if kp is not None:
-            kern._dkdv_kernel[(tk, b * h)](
-                q, k, v, dout, lse, delta, dk_dst, dv_dst, acc_k, acc_v, kpm_t, kp.tiles,
-                kp.order, kp.rowptr, kp.entries, plan.masks, scale * kern.LOG2E, scale, T=tk,
-                E=kp.entries.shape[1], HAS_KPM=has_kpm, HAS_SEED=kv_seed,
-                MASK_BRANCH=MASK_BRANCH["bwd"], **common, **opts)
+            launch(kern._dkdv_kernel, (tk, b * h), _launch_opts("dkdv", dev),
+                   q, k, v, dout, lse, delta, dk_dst, dv_dst, acc_k, acc_v, kpm_t, kp.tiles,
+                   kp.order, kp.rowptr, kp.entries, kplan.masks, scale * kern.LOG2E, scale,
+                   *kc[:9], h, n, d, tk, kp.entries.shape[1], kc[9], kc[10], kc[11], has_kpm,
+                   kv_seed, kc[12], TUNING["dkdv"]["mask_branch"], TUNING["dkdv"]["prefetch"])
     return dq, dk, dv
 
 
@@ -231,7 +261,41 @@ def _empty_pass(plan: TritonPlan, device):
 
 
 _EMPTY: dict = {}
-FUSE_BWD_BELOW = 50_000  # computed (tile pair x batch x head) count under which to fuse
+
+
+# -- launching --------------------------------------------------------------------------------
+# Triton's ``kernel[grid](...)`` binds and specialises every argument on each call (tens of
+# microseconds for kernels with this many arguments), which dominates small problems. After the
+# first launch we keep Triton's compiled kernel and call it directly, keyed by every argument:
+# tensors by dtype and 16-byte alignment (what Triton specialises them on), everything else
+# (ints, flags, constexprs) by value, so a key never covers two different specialisations. Off
+# under the interpreter and when the installed Triton has no compiled-kernel call.
+FAST_LAUNCH = True
+_COMPILED: dict = {}
+
+
+def _spec(a):
+    if isinstance(a, torch.Tensor):
+        return (a.dtype, a.data_ptr() % 16 == 0)
+    if isinstance(a, float):
+        return float
+    return a
+
+
+def launch(kernel, grid, opts: dict, *args):
+    """Launch ``kernel`` with every argument positional (constexprs included, in order)."""
+    if not FAST_LAUNCH or interpreting():
+        names = kernel.arg_names
+        return kernel[grid](**dict(zip(names, args)), **opts)
+    key = (kernel, args[0].device.index, tuple(opts.items()), tuple(_spec(a) for a in args))
+    compiled = _COMPILED.get(key)
+    if compiled is not None:
+        compiled[(grid[0], grid[1] if len(grid) > 1 else 1, 1)](*args)
+        return
+    names = kernel.arg_names
+    compiled = kernel[grid](**dict(zip(names, args)), **opts)
+    if hasattr(compiled, "__getitem__") and hasattr(compiled, "run"):
+        _COMPILED[key] = compiled
 
 
 def triton_cdiv(a: int, b: int) -> int:
@@ -243,7 +307,7 @@ def triton_cdiv(a: int, b: int) -> int:
 def _fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
             key_padding_mask: Optional[torch.Tensor], plan_key: str,
             scale: float) -> tuple[torch.Tensor, torch.Tensor]:
-    return _forward(q, k, v, key_padding_mask, _PLANS[plan_key], scale)
+    return _forward(q, k, v, key_padding_mask, _PLAN_SETS[plan_key][0], scale)
 
 
 @_fwd_op.register_fake
@@ -257,7 +321,8 @@ def _bwd_op(dout: torch.Tensor, dlse: Optional[torch.Tensor], q: torch.Tensor,
             k: torch.Tensor, v: torch.Tensor, out: torch.Tensor, lse: torch.Tensor,
             key_padding_mask: Optional[torch.Tensor], plan_key: str,
             scale: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    return _backward(dout, dlse, q, k, v, out, lse, key_padding_mask, _PLANS[plan_key], scale)
+    return _backward(dout, dlse, q, k, v, out, lse, key_padding_mask, _PLAN_SETS[plan_key],
+                     scale)
 
 
 @_bwd_op.register_fake
@@ -292,7 +357,7 @@ class _EagerSparseAttention(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, kpm, plan_key, scale):
-        out, lse = _forward(q, k, v, kpm, _PLANS[plan_key], scale)
+        out, lse = _forward(q, k, v, kpm, _PLAN_SETS[plan_key][0], scale)
         ctx.save_for_backward(q, k, v, out, lse, kpm)
         ctx.plan_key, ctx.scale = plan_key, scale
         ctx.set_materialize_grads(False)
@@ -303,7 +368,8 @@ class _EagerSparseAttention(torch.autograd.Function):
         q, k, v, out, lse, kpm = ctx.saved_tensors
         if dout is None:
             dout = torch.zeros_like(out)
-        dq, dk, dv = _backward(dout, dlse, q, k, v, out, lse, kpm, _PLANS[ctx.plan_key], ctx.scale)
+        dq, dk, dv = _backward(dout, dlse, q, k, v, out, lse, kpm, _PLAN_SETS[ctx.plan_key],
+                               ctx.scale)
         return dq, dk, dv, None, None, None
 
 

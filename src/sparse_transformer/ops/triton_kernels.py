@@ -32,13 +32,71 @@ def _positions(tiles_ptr, offs):
 
 
 @triton.jit
+def _tile_mask(s, MASKS, mid, offs, BLOCK: tl.constexpr, MASK_BRANCH: tl.constexpr,
+               KEY_MAJOR: tl.constexpr):
+    """Scores of a listed tile with its stored mask applied (mask id -1: a full tile)."""
+    if KEY_MAJOR:  # s is (keys, queries); masks are stored (queries, keys)
+        idx = offs[None, :] * BLOCK + offs[:, None]
+    else:
+        idx = offs[:, None] * BLOCK + offs[None, :]
+    if MASK_BRANCH:
+        if mid >= 0:
+            mk = tl.load(MASKS + mid * BLOCK * BLOCK + idx)
+            s = tl.where(mk != 0, s, float("-inf"))
+    else:  # predicated load: full tiles read nothing, and the loop has no branch
+        mk = tl.load(MASKS + tl.maximum(mid, 0) * BLOCK * BLOCK + idx,
+                     mask=(idx * 0 + mid) >= 0, other=1)
+        s = tl.where(mk != 0, s, float("-inf"))
+    return s
+
+
+@triton.jit
+def _load_keys(ENT, i, K, V, b, h, skb, skh, skn, svb, svh, svn, N, offs, offs_d, dmask):
+    """Entry ``i`` of a query-major list: key positions, mask id and the K and V tiles."""
+    ent = ENT + i * 4
+    kpos = _positions(ent, offs)
+    mid = tl.load(ent + 3)
+    kin = (kpos < N) & (kpos >= 0)  # a prefetch past an empty list reads padding (-1)
+    kmask = kin[:, None] & dmask[None, :]
+    k = tl.load(K + b * skb + h * skh + kpos[:, None] * skn + offs_d[None, :], mask=kmask,
+                other=0.0)
+    v = tl.load(V + b * svb + h * svh + kpos[:, None] * svn + offs_d[None, :], mask=kmask,
+                other=0.0)
+    return kpos, kin, mid, k, v
+
+
+@triton.jit
+def _load_queries(ENT, i, Q, DO, LSE, DELTA, b, h, H, sqb, sqh, sqn, N, D, offs, offs_d, dmask):
+    """Entry ``i`` of a key-major list: query positions, mask id, Q, dO, LSE and delta."""
+    ent = ENT + i * 4
+    qpos = _positions(ent, offs)
+    mid = tl.load(ent + 3)
+    qin = (qpos < N) & (qpos >= 0)
+    qm = qin[:, None] & dmask[None, :]
+    row = (b * H + h) * N + qpos
+    q = tl.load(Q + b * sqb + h * sqh + qpos[:, None] * sqn + offs_d[None, :], mask=qm,
+                other=0.0)
+    do = tl.load(DO + row[:, None] * D + offs_d[None, :], mask=qm, other=0.0)
+    lse2 = _load_lse2(LSE, row, qin)
+    delta = tl.load(DELTA + row, mask=qin, other=0.0)
+    return mid, q, do, lse2, delta
+
+
+@triton.jit
+def _load_lse2(LSE, row, inb):
+    lse = tl.load(LSE + row, mask=inb, other=float("inf"))
+    # Empty rows (lse = -inf) and out-of-range rows get +inf, so their probabilities are 0.
+    return tl.where(lse == float("-inf"), float("inf"), lse * 1.4426950408889634)
+
+
+@triton.jit
 def _fwd_kernel(Q, K, V, O, LSE, SEED_O, SEED_LSE, KPM,
                 TILES, ORDER, ROWPTR, ENT, MASKS,
                 qk_scale, sqb, sqh, sqn, skb, skh, skn, svb, svh, svn,
                 H, N, D, T, E, HP_MUL,
                 BLOCK: tl.constexpr, BLOCK_D: tl.constexpr, HAS_KPM: tl.constexpr,
                 HAS_SEED: tl.constexpr, DOT_PREC: tl.constexpr,
-                MASK_BRANCH: tl.constexpr = True):
+                MASK_BRANCH: tl.constexpr = True, PREFETCH: tl.constexpr = False):
     pid = tl.program_id(0)
     bh = tl.program_id(1)
     b = bh // H
@@ -65,24 +123,20 @@ def _fwd_kernel(Q, K, V, O, LSE, SEED_O, SEED_LSE, KPM,
         acc = tl.zeros([BLOCK, BLOCK_D], tl.float32)
     lo = tl.load(ROWPTR + hp * (T + 1) + t)
     hi = tl.load(ROWPTR + hp * (T + 1) + t + 1)
+    base = ENT + hp * E * 4
+    if PREFETCH:  # the next tile's loads are issued before this tile's arithmetic
+        kpos, kin, mid, k, v = _load_keys(base, tl.minimum(lo, E - 1), K, V, b, h, skb, skh,
+                                          skn, svb, svh, svn, N, offs, offs_d, dmask)
     for e in range(lo, hi):
-        ent = ENT + (hp * E + e) * 4
-        kpos = _positions(ent, offs)
-        mid = tl.load(ent + 3)
-        kin = kpos < N
-        kmask = kin[:, None] & dmask[None, :]
-        k = tl.load(K + b * skb + h * skh + kpos[:, None] * skn + offs_d[None, :], mask=kmask,
-                    other=0.0)
+        if PREFETCH:
+            kpos_n, kin_n, mid_n, k_n, v_n = _load_keys(
+                base, tl.minimum(e + 1, hi - 1), K, V, b, h, skb, skh, skn, svb, svh, svn, N,
+                offs, offs_d, dmask)
+        else:
+            kpos, kin, mid, k, v = _load_keys(base, e, K, V, b, h, skb, skh, skn, svb, svh, svn,
+                                              N, offs, offs_d, dmask)
         s = tl.dot(q, tl.trans(k), input_precision=DOT_PREC) * qk_scale
-        if MASK_BRANCH:
-            if mid >= 0:
-                mk = tl.load(MASKS + mid * BLOCK * BLOCK + offs[:, None] * BLOCK + offs[None, :])
-                s = tl.where(mk != 0, s, float("-inf"))
-        else:  # predicated load: full tiles read nothing, and the loop has no branch
-            mk = tl.load(MASKS + tl.maximum(mid, 0) * BLOCK * BLOCK + offs[:, None] * BLOCK
-                         + offs[None, :], mask=(offs[:, None] * 0 + offs[None, :] * 0 + mid) >= 0,
-                         other=1)
-            s = tl.where(mk != 0, s, float("-inf"))
+        s = _tile_mask(s, MASKS, mid, offs, BLOCK, MASK_BRANCH, False)
         if HAS_KPM:
             pad = tl.load(KPM + b * N + kpos, mask=kin, other=1)
             s = tl.where(pad[None, :] == 0, s, float("-inf"))
@@ -91,10 +145,10 @@ def _fwd_kernel(Q, K, V, O, LSE, SEED_O, SEED_LSE, KPM,
         p = tl.math.exp2(s - m_safe[:, None])
         alpha = tl.math.exp2(m_i - m_safe)
         l_i = l_i * alpha + tl.sum(p, 1)
-        v = tl.load(V + b * svb + h * svh + kpos[:, None] * svn + offs_d[None, :], mask=kmask,
-                    other=0.0)
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PREC)
         m_i = m_new
+        if PREFETCH:
+            kpos, kin, mid, k, v = kpos_n, kin_n, mid_n, k_n, v_n
     nonempty = l_i > 0
     out = acc / tl.where(nonempty, l_i, 1.0)[:, None]
     lse = tl.where(nonempty, (m_i + tl.log2(tl.where(nonempty, l_i, 1.0))) * 0.6931471805599453,
@@ -119,20 +173,13 @@ def _delta_kernel(O, DO, DLSE, DELTA, total, D, HAS_DLSE: tl.constexpr,
 
 
 @triton.jit
-def _load_lse2(LSE, row, inb):
-    lse = tl.load(LSE + row, mask=inb, other=float("inf"))
-    # Empty rows (lse = -inf) and out-of-range rows get +inf, so their probabilities are 0.
-    return tl.where(lse == float("-inf"), float("inf"), lse * 1.4426950408889634)
-
-
-@triton.jit
 def _dq_tile(pid, Q, K, V, DO, LSE, DELTA, DQ, SEED_DQ, KPM,
                TILES, ORDER, ROWPTR, ENT, MASKS,
                qk_scale, sm_scale, sqb, sqh, sqn, skb, skh, skn, svb, svh, svn,
                H, N, D, T, E, HP_MUL,
                BLOCK: tl.constexpr, BLOCK_D: tl.constexpr, HAS_KPM: tl.constexpr,
                HAS_SEED: tl.constexpr, DOT_PREC: tl.constexpr,
-                MASK_BRANCH: tl.constexpr = True):
+               MASK_BRANCH: tl.constexpr = True, PREFETCH: tl.constexpr = False):
     bh = tl.program_id(1)
     b = bh // H
     h = bh % H
@@ -152,26 +199,20 @@ def _dq_tile(pid, Q, K, V, DO, LSE, DELTA, DQ, SEED_DQ, KPM,
     dq = tl.zeros([BLOCK, BLOCK_D], tl.float32)
     lo = tl.load(ROWPTR + hp * (T + 1) + t)
     hi = tl.load(ROWPTR + hp * (T + 1) + t + 1)
+    base = ENT + hp * E * 4
+    if PREFETCH:
+        kpos, kin, mid, k, v = _load_keys(base, tl.minimum(lo, E - 1), K, V, b, h, skb, skh,
+                                          skn, svb, svh, svn, N, offs, offs_d, dmask)
     for e in range(lo, hi):
-        ent = ENT + (hp * E + e) * 4
-        kpos = _positions(ent, offs)
-        mid = tl.load(ent + 3)
-        kin = kpos < N
-        kmask = kin[:, None] & dmask[None, :]
-        k = tl.load(K + b * skb + h * skh + kpos[:, None] * skn + offs_d[None, :], mask=kmask,
-                    other=0.0)
-        v = tl.load(V + b * svb + h * svh + kpos[:, None] * svn + offs_d[None, :], mask=kmask,
-                    other=0.0)
+        if PREFETCH:
+            kpos_n, kin_n, mid_n, k_n, v_n = _load_keys(
+                base, tl.minimum(e + 1, hi - 1), K, V, b, h, skb, skh, skn, svb, svh, svn, N,
+                offs, offs_d, dmask)
+        else:
+            kpos, kin, mid, k, v = _load_keys(base, e, K, V, b, h, skb, skh, skn, svb, svh, svn,
+                                              N, offs, offs_d, dmask)
         s = tl.dot(q, tl.trans(k), input_precision=DOT_PREC) * qk_scale
-        if MASK_BRANCH:
-            if mid >= 0:
-                mk = tl.load(MASKS + mid * BLOCK * BLOCK + offs[:, None] * BLOCK + offs[None, :])
-                s = tl.where(mk != 0, s, float("-inf"))
-        else:  # predicated load: full tiles read nothing, and the loop has no branch
-            mk = tl.load(MASKS + tl.maximum(mid, 0) * BLOCK * BLOCK + offs[:, None] * BLOCK
-                         + offs[None, :], mask=(offs[:, None] * 0 + offs[None, :] * 0 + mid) >= 0,
-                         other=1)
-            s = tl.where(mk != 0, s, float("-inf"))
+        s = _tile_mask(s, MASKS, mid, offs, BLOCK, MASK_BRANCH, False)
         if HAS_KPM:
             pad = tl.load(KPM + b * N + kpos, mask=kin, other=1)
             s = tl.where(pad[None, :] == 0, s, float("-inf"))
@@ -179,6 +220,8 @@ def _dq_tile(pid, Q, K, V, DO, LSE, DELTA, DQ, SEED_DQ, KPM,
         dp = tl.dot(do, tl.trans(v), input_precision=DOT_PREC)
         ds = p * (dp - delta[:, None])
         dq += tl.dot(ds.to(k.dtype), k, input_precision=DOT_PREC)
+        if PREFETCH:
+            kpos, kin, mid, k, v = kpos_n, kin_n, mid_n, k_n, v_n
     dq = dq * sm_scale
     if HAS_SEED:
         dq += tl.load(SEED_DQ + row[:, None] * D + offs_d[None, :], mask=qm, other=0.0)
@@ -192,7 +235,7 @@ def _dkdv_tile(pid, Q, K, V, DO, LSE, DELTA, DK, DV, SEED_DK, SEED_DV, KPM,
                  H, N, D, T, E, HP_MUL,
                  BLOCK: tl.constexpr, BLOCK_D: tl.constexpr, HAS_KPM: tl.constexpr,
                  HAS_SEED: tl.constexpr, DOT_PREC: tl.constexpr,
-                MASK_BRANCH: tl.constexpr = True):
+                 MASK_BRANCH: tl.constexpr = True, PREFETCH: tl.constexpr = False):
     bh = tl.program_id(1)
     b = bh // H
     h = bh % H
@@ -213,28 +256,20 @@ def _dkdv_tile(pid, Q, K, V, DO, LSE, DELTA, DK, DV, SEED_DK, SEED_DV, KPM,
         kpad = tl.load(KPM + b * N + kpos, mask=kin, other=1)
     lo = tl.load(ROWPTR + hp * (T + 1) + t)
     hi = tl.load(ROWPTR + hp * (T + 1) + t + 1)
+    base = ENT + hp * E * 4
+    if PREFETCH:
+        mid, q, do, lse2, delta = _load_queries(base, tl.minimum(lo, E - 1), Q, DO, LSE, DELTA,
+                                                b, h, H, sqb, sqh, sqn, N, D, offs, offs_d, dmask)
     for e in range(lo, hi):
-        ent = ENT + (hp * E + e) * 4
-        qpos = _positions(ent, offs)
-        mid = tl.load(ent + 3)
-        qin = qpos < N
-        qm = qin[:, None] & dmask[None, :]
-        row = (b * H + h) * N + qpos
-        q = tl.load(Q + b * sqb + h * sqh + qpos[:, None] * sqn + offs_d[None, :], mask=qm,
-                    other=0.0)
-        do = tl.load(DO + row[:, None] * D + offs_d[None, :], mask=qm, other=0.0)
-        lse2 = _load_lse2(LSE, row, qin)
-        delta = tl.load(DELTA + row, mask=qin, other=0.0)
-        st = tl.dot(k, tl.trans(q), input_precision=DOT_PREC) * qk_scale  # (keys, queries)
-        if MASK_BRANCH:
-            if mid >= 0:
-                mk = tl.load(MASKS + mid * BLOCK * BLOCK + offs[None, :] * BLOCK + offs[:, None])
-                st = tl.where(mk != 0, st, float("-inf"))
+        if PREFETCH:
+            mid_n, q_n, do_n, lse2_n, delta_n = _load_queries(
+                base, tl.minimum(e + 1, hi - 1), Q, DO, LSE, DELTA, b, h, H, sqb, sqh, sqn, N, D,
+                offs, offs_d, dmask)
         else:
-            mk = tl.load(MASKS + tl.maximum(mid, 0) * BLOCK * BLOCK + offs[None, :] * BLOCK
-                         + offs[:, None], mask=(offs[:, None] * 0 + offs[None, :] * 0 + mid) >= 0,
-                         other=1)
-            st = tl.where(mk != 0, st, float("-inf"))
+            mid, q, do, lse2, delta = _load_queries(base, e, Q, DO, LSE, DELTA, b, h, H, sqb,
+                                                    sqh, sqn, N, D, offs, offs_d, dmask)
+        st = tl.dot(k, tl.trans(q), input_precision=DOT_PREC) * qk_scale  # (keys, queries)
+        st = _tile_mask(st, MASKS, mid, offs, BLOCK, MASK_BRANCH, True)
         if HAS_KPM:
             st = tl.where(kpad[:, None] == 0, st, float("-inf"))
         pt = tl.math.exp2(st - lse2[None, :])
@@ -242,6 +277,8 @@ def _dkdv_tile(pid, Q, K, V, DO, LSE, DELTA, DK, DV, SEED_DK, SEED_DV, KPM,
         dpt = tl.dot(v, tl.trans(do), input_precision=DOT_PREC)
         dst = pt * (dpt - delta[None, :])
         dk += tl.dot(dst.to(q.dtype), q, input_precision=DOT_PREC)
+        if PREFETCH:
+            mid, q, do, lse2, delta = mid_n, q_n, do_n, lse2_n, delta_n
     dk = dk * sm_scale
     if HAS_SEED:
         dk += tl.load(SEED_DK + krow[:, None] * D + offs_d[None, :], mask=km, other=0.0)
@@ -257,19 +294,19 @@ def _bwd_kernel(Q, K, V, DO, LSE, DELTA, DQ, SEED_DQ, DK, DV, SEED_DK, SEED_DV, 
                 H, N, D, TQ, EQ, TK, EK, HP_MUL,
                 BLOCK: tl.constexpr, BLOCK_D: tl.constexpr, HAS_KPM: tl.constexpr,
                 DQ_SEED: tl.constexpr, KV_SEED: tl.constexpr, DOT_PREC: tl.constexpr,
-                MASK_BRANCH: tl.constexpr):
+                MASK_BRANCH: tl.constexpr, PREFETCH: tl.constexpr = False):
     """One launch for a backward pass: the first TQ programs compute dq tiles, the rest dk/dv."""
     pid = tl.program_id(0)
     if pid < TQ:
         _dq_tile(pid, Q, K, V, DO, LSE, DELTA, DQ, SEED_DQ, KPM, QTILES, QORDER, QROWPTR, QENT,
                  MASKS, qk_scale, sm_scale, sqb, sqh, sqn, skb, skh, skn, svb, svh, svn,
                  H, N, D, TQ, EQ, HP_MUL, BLOCK, BLOCK_D, HAS_KPM, DQ_SEED, DOT_PREC,
-                 MASK_BRANCH)
+                 MASK_BRANCH, PREFETCH)
     else:
         _dkdv_tile(pid - TQ, Q, K, V, DO, LSE, DELTA, DK, DV, SEED_DK, SEED_DV, KPM, KTILES,
                    KORDER, KROWPTR, KENT, MASKS, qk_scale, sm_scale, sqb, sqh, sqn, skb, skh,
                    skn, svb, svh, svn, H, N, D, TK, EK, HP_MUL, BLOCK, BLOCK_D, HAS_KPM,
-                   KV_SEED, DOT_PREC, MASK_BRANCH)
+                   KV_SEED, DOT_PREC, MASK_BRANCH, PREFETCH)
 
 
 @triton.jit
@@ -277,11 +314,13 @@ def _dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, SEED_DQ, KPM, TILES, ORDER, ROWPTR, 
                qk_scale, sm_scale, sqb, sqh, sqn, skb, skh, skn, svb, svh, svn,
                H, N, D, T, E, HP_MUL,
                BLOCK: tl.constexpr, BLOCK_D: tl.constexpr, HAS_KPM: tl.constexpr,
-               HAS_SEED: tl.constexpr, DOT_PREC: tl.constexpr, MASK_BRANCH: tl.constexpr):
+               HAS_SEED: tl.constexpr, DOT_PREC: tl.constexpr, MASK_BRANCH: tl.constexpr,
+               PREFETCH: tl.constexpr = False):
     """dq alone (for large passes, where one kernel per role keeps register use lower)."""
     _dq_tile(tl.program_id(0), Q, K, V, DO, LSE, DELTA, DQ, SEED_DQ, KPM, TILES, ORDER, ROWPTR,
              ENT, MASKS, qk_scale, sm_scale, sqb, sqh, sqn, skb, skh, skn, svb, svh, svn,
-             H, N, D, T, E, HP_MUL, BLOCK, BLOCK_D, HAS_KPM, HAS_SEED, DOT_PREC, MASK_BRANCH)
+             H, N, D, T, E, HP_MUL, BLOCK, BLOCK_D, HAS_KPM, HAS_SEED, DOT_PREC, MASK_BRANCH,
+             PREFETCH)
 
 
 @triton.jit
@@ -290,9 +329,10 @@ def _dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, SEED_DK, SEED_DV, KPM,
                  qk_scale, sm_scale, sqb, sqh, sqn, skb, skh, skn, svb, svh, svn,
                  H, N, D, T, E, HP_MUL,
                  BLOCK: tl.constexpr, BLOCK_D: tl.constexpr, HAS_KPM: tl.constexpr,
-                 HAS_SEED: tl.constexpr, DOT_PREC: tl.constexpr, MASK_BRANCH: tl.constexpr):
+                 HAS_SEED: tl.constexpr, DOT_PREC: tl.constexpr, MASK_BRANCH: tl.constexpr,
+                 PREFETCH: tl.constexpr = False):
     """dk and dv alone (see ``_dq_kernel``)."""
     _dkdv_tile(tl.program_id(0), Q, K, V, DO, LSE, DELTA, DK, DV, SEED_DK, SEED_DV, KPM, TILES,
                ORDER, ROWPTR, ENT, MASKS, qk_scale, sm_scale, sqb, sqh, sqn, skb, skh, skn,
                svb, svh, svn, H, N, D, T, E, HP_MUL, BLOCK, BLOCK_D, HAS_KPM, HAS_SEED,
-               DOT_PREC, MASK_BRANCH)
+               DOT_PREC, MASK_BRANCH, PREFETCH)
