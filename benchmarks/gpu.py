@@ -5,7 +5,8 @@ forward and forward+backward time (median of triton.testing.do_bench) and the ef
 counted on allowed pairs P (causal included): 4 * B * H * d * P forward, 3.5x that forward+backward.
 Patterns: Strided(128), Fixed(128, 32), Local(256). FlexAttention gets the pattern as a user would
 write it (its predicate, in token order, through create_block_mask); ours gets the same pattern.
-Writes the rows as JSON to $OUT/gpu_bench.json when OUT is set.
+Ours and dense are also timed as a CUDA graph (GPU time alone, no host overhead). Writes the
+rows as JSON to $OUT/gpu_bench.json when OUT is set.
 
     python benchmarks/gpu.py                   # the full table
     python benchmarks/gpu.py --n 16384 --d 64  # one size
@@ -84,12 +85,20 @@ def run_case(rows, name, kind, n, h, d, pairs, fn, q, k, v, skip_bwd=False):
         print(f"  {name} {kind} n={n} d={d}: FAILED {type(e).__name__}: {str(e)[:300]}", flush=True)
         rows.append(dict(pattern=name, impl=kind, n=n, H=h, d=d, error=repr(e)[:300]))
         return
+    gpu_ms = None
+    if kind != "flex_token":  # GPU time alone: the step captured in a CUDA graph and replayed
+        try:
+            gpu_ms = graph_time(fn, q, k, v, True)
+        except Exception as e:
+            print(f"  {name} {kind}: CUDA graph capture failed: {e!r}"[:300], flush=True)
     row = dict(pattern=name, impl=kind, n=n, H=h, d=d, pairs=pairs, fwd_ms=tf, fwdbwd_ms=tb_,
-               fwd_tflops=flops / tf / 1e9, fwdbwd_tflops=(3.5 * flops / tb_ / 1e9) if tb_ else None)
+               fwdbwd_graph_ms=gpu_ms, fwd_tflops=flops / tf / 1e9,
+               fwdbwd_tflops=(3.5 * flops / tb_ / 1e9) if tb_ else None)
     rows.append(row)
     print(f"  {name:8s} {kind:10s} n={n:6d} H={h:2d} d={d:3d} fwd {tf:8.3f} ms "
           f"{row['fwd_tflops']:6.1f} TF/s | fwd+bwd "
-          + (f"{tb_:8.3f} ms {row['fwdbwd_tflops']:6.1f} TF/s" if tb_ else "-"), flush=True)
+          + (f"{tb_:8.3f} ms {row['fwdbwd_tflops']:6.1f} TF/s" if tb_ else "-")
+          + (f" | graph f+b {gpu_ms:.3f} ms" if gpu_ms else ""), flush=True)
 
 
 def profile(n=4096, d=64, name="local"):
@@ -247,7 +256,7 @@ def summary(rows):
     flex = {(r["pattern"], r["n"], r["d"]): r for r in rows
             if r["impl"] == "flex_token" and "error" not in r}
     print("\npattern   n      d   | ours fwd ms  f+b ms  TF/s(f+b) %dense | dense f+b ms | "
-          "flex f+b ms  speedup")
+          "flex f+b ms  speedup | graph f+b: ours  dense")
     for r in rows:
         if r["impl"] != "triton" or "error" in r:
             continue
@@ -257,7 +266,9 @@ def summary(rows):
         print(f"{r['pattern']:8s} {r['n']:6d} {r['d']:4d} | {r['fwd_ms']:10.3f} {r['fwdbwd_ms']:7.3f}"
               f" {r['fwdbwd_tflops']:8.1f} {pct:6.0f}% | "
               f"{dn['fwdbwd_ms'] if dn else float('nan'):11.3f} | "
-              + (f"{fx['fwdbwd_ms']:10.3f} {fx['fwdbwd_ms'] / r['fwdbwd_ms']:7.1f}x" if fx else "-"))
+              + (f"{fx['fwdbwd_ms']:10.3f} {fx['fwdbwd_ms'] / r['fwdbwd_ms']:7.1f}x" if fx else "-")
+              + f" | {r.get('fwdbwd_graph_ms') or float('nan'):8.3f} "
+              + f"{(dn or {}).get('fwdbwd_graph_ms') or float('nan'):8.3f}")
 
 
 if __name__ == "__main__":

@@ -251,3 +251,15 @@ def test_launch_keys_separate_specialisations():
     assert _spec(64) != _spec(128) and _spec("ieee") != _spec("tf32")
     assert _spec(True) != _spec(False)
     assert _spec(torch.zeros(4, dtype=torch.float16)) != _spec(torch.zeros(4))
+
+
+@gpu
+@pytest.mark.parametrize("pattern", [P.Strided(32), P.Fixed(32, 8), P.Local(16) | P.Global((0, 7))],
+                         ids=lambda p: p.name)
+def test_gpu_unfused_backward(pattern, monkeypatch):
+    """dq and dk/dv as separate launches (the path large problems take), prefetching loops."""
+    from sparse_transformer.ops import triton_backend
+
+    monkeypatch.setattr(triton_backend, "FUSE_BWD_BELOW", 0)
+    q, k, v = _qkv(2, 4, 1025, 64, torch.bfloat16, "cuda")
+    check_against_reference(triton_attention, q, k, v, pattern, True, _padding(2, 1025, "cuda"))
