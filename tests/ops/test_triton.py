@@ -239,7 +239,7 @@ def test_interp_prefetch(pattern, fuse, monkeypatch):
     monkeypatch.setattr(triton_backend, "FUSE_BWD_BELOW", None if not fuse else 10**9)
     for role in ("fwd", "dq", "dkdv"):
         monkeypatch.setitem(triton_backend.TUNING, role,
-                            dict(triton_backend.TUNING[role], prefetch=True))
+                            dict(triton_backend.TUNING[role], prefetch=128))
     q, k, v = _qkv(2, 2, 97, 32, torch.float32, "cpu", seed=11)
     check_against_reference(triton_attention, q, k, v, pattern, True, _padding(2, 97, "cpu"))
 

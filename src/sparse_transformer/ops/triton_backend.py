@@ -94,14 +94,16 @@ def _canonical(device) -> torch.device:
 
 # Launch settings per kernel role: tile size (None: ``default_block``), warps, pipeline stages,
 # whether full tiles skip their mask by a branch (True) or by a predicated load (False), and
-# whether the loop issues the next tile's loads before using the current one (prefetch).
-# Chosen on an H100 with ``benchmarks/gpu.py --sweep`` (GPU time from CUDA graphs, n = 16384):
-# 64-tiles with 4 warps won for every role and pattern; prefetching made the backward 7-13%
-# faster and the forward 10-15% slower. Benchmarks may change these at run time.
+# and up to which head dim (padded to a power of two) the loop issues the next tile's loads
+# before using the current one (prefetch; 0: never). Chosen on an H100 with
+# ``benchmarks/gpu.py --sweep`` (GPU time from CUDA graphs, n = 16384): 64-tiles with 4 warps
+# won for every role and pattern; at d = 64 prefetching made the backward 7-13% faster and the
+# forward 10-15% slower; at d = 128 it made the backward up to 2x slower (register spills).
+# Benchmarks may change these at run time.
 TUNING = {
-    "fwd": dict(block=None, num_warps=4, num_stages=3, mask_branch=False, prefetch=False),
-    "dq": dict(block=None, num_warps=4, num_stages=2, mask_branch=True, prefetch=True),
-    "dkdv": dict(block=None, num_warps=4, num_stages=2, mask_branch=True, prefetch=True),
+    "fwd": dict(block=None, num_warps=4, num_stages=3, mask_branch=False, prefetch=0),
+    "dq": dict(block=None, num_warps=4, num_stages=2, mask_branch=True, prefetch=64),
+    "dkdv": dict(block=None, num_warps=4, num_stages=2, mask_branch=True, prefetch=64),
 }
 # Computed (tile pair x batch x head) count under which dq and dk/dv share a launch: fusing saves
 # host time on small problems (strided and local at n = 4096, H = 16: about 5,000) and costs GPU
@@ -135,6 +137,10 @@ _PLAN_SETS: dict[str, tuple[TritonPlan, TritonPlan, TritonPlan]] = {}
 def _plan_key(pattern, n, heads, causal, device, block) -> str:
     # Runs eagerly even while torch.compile traces: the plan is host-side data, the key a constant.
     return plans_for(pattern, n, heads, causal, device, block)
+
+
+def _prefetch(role: str, block_d: int) -> bool:
+    return block_d <= TUNING[role]["prefetch"]
 
 
 def _launch_opts(role: str, device: torch.device) -> dict:
@@ -183,7 +189,7 @@ def _forward(q, k, v, kpm, plan: TritonPlan, scale: float):
                q, k, v, dst, lse, scratch, lse, kpm_t, ps.tiles, ps.order, ps.rowptr, ps.entries,
                plan.masks, scale * kern.LOG2E, *c[:9], h, n, d, ps.num_tiles,
                ps.entries.shape[1], c[9], c[10], c[11], has_kpm, i > 0, c[12], branch,
-               TUNING["fwd"]["prefetch"])
+               _prefetch("fwd", c[11]))
     return out, lse
 
 
@@ -239,20 +245,20 @@ def _backward(dout, dlse, q, k, v, out, lse, kpm, plans, scale: float):
                    kp_.tiles, kp_.order, kp_.rowptr, kp_.entries, qplan.masks,
                    scale * kern.LOG2E, scale, *qc[:9], h, n, d, tq, qp_.entries.shape[1], tk,
                    kp_.entries.shape[1], qc[9], qc[10], qc[11], has_kpm, i > 0, kv_seed, qc[12],
-                   TUNING["dq"]["mask_branch"], TUNING["dq"]["prefetch"])
+                   TUNING["dq"]["mask_branch"], _prefetch("dq", qc[11]))
             continue
         if qp is not None:
             launch(kern._dq_kernel, (tq, b * h), _launch_opts("dq", dev),
                    q, k, v, dout, lse, delta, dq_dst, acc_q, kpm_t, qp.tiles, qp.order, qp.rowptr,
                    qp.entries, qplan.masks, scale * kern.LOG2E, scale, *qc[:9], h, n, d, tq,
                    qp.entries.shape[1], qc[9], qc[10], qc[11], has_kpm, i > 0, qc[12],
-                   TUNING["dq"]["mask_branch"], TUNING["dq"]["prefetch"])
+                   TUNING["dq"]["mask_branch"], _prefetch("dq", qc[11]))
         if kp is not None:
             launch(kern._dkdv_kernel, (tk, b * h), _launch_opts("dkdv", dev),
                    q, k, v, dout, lse, delta, dk_dst, dv_dst, acc_k, acc_v, kpm_t, kp.tiles,
                    kp.order, kp.rowptr, kp.entries, kplan.masks, scale * kern.LOG2E, scale,
                    *kc[:9], h, n, d, tk, kp.entries.shape[1], kc[9], kc[10], kc[11], has_kpm,
-                   kv_seed, kc[12], TUNING["dkdv"]["mask_branch"], TUNING["dkdv"]["prefetch"])
+                   kv_seed, kc[12], TUNING["dkdv"]["mask_branch"], _prefetch("dkdv", kc[11]))
     return dq, dk, dv
 
 
