@@ -170,6 +170,20 @@ def test_interp_inside_torch_compile():
         torch.testing.assert_close(a, b)
 
 
+@needs_interp
+def test_interp_compile_with_dynamic_shapes():
+    """Symbolic lengths are specialised: each length gets its own plan, results stay exact."""
+    pattern = P.Fixed(8, 2)
+
+    def f(q, k, v):
+        return triton_attention(q, k, v, pattern)
+
+    compiled = torch.compile(f, backend="aot_eager", dynamic=True)
+    for n in (40, 56):
+        q, k, v = _qkv(1, 2, n, 16, torch.float32, "cpu", seed=n)
+        torch.testing.assert_close(compiled(q, k, v), f(q, k, v))
+
+
 def test_bad_inputs_name_the_argument():
     q = torch.randn(1, 1, 8, 160)
     with pytest.raises(ValueError, match="head_dim"):

@@ -20,6 +20,7 @@ from typing import Optional
 import torch
 
 from ..patterns import Pattern
+from ..patterns.base import by_token
 from .triton_plan import Pass, TritonPlan, build_plan
 
 MAX_HEAD_DIM = 128
@@ -57,6 +58,16 @@ def default_block(device: torch.device) -> int:
 
 
 def check_inputs(q: torch.Tensor) -> None:
+    check_tensor(q)
+    if not triton_importable():
+        raise RuntimeError("the triton backend needs the 'triton' package (pip install triton)")
+    if q.device.type == "cpu" and not interpreting():
+        raise ValueError("the triton backend runs on CUDA tensors, or on CPU tensors only with "
+                         f"TRITON_INTERPRET=1; got q on {q.device}")
+
+
+def check_tensor(q: torch.Tensor) -> None:
+    """The checks that only read tensor metadata (torch.compile traces them without a break)."""
     if q.dtype not in DTYPES:
         raise ValueError(f"the triton backend takes q, k, v in float16, bfloat16 or float32, "
                          f"got {q.dtype}")
@@ -64,11 +75,6 @@ def check_inputs(q: torch.Tensor) -> None:
     if d > MAX_HEAD_DIM:
         raise ValueError(f"the triton backend supports head_dim <= {MAX_HEAD_DIM} (32, 64 and 128 "
                          f"natively, others padded), got head_dim={d}")
-    if not triton_importable():
-        raise RuntimeError("the triton backend needs the 'triton' package (pip install triton)")
-    if q.device.type == "cpu" and not interpreting():
-        raise ValueError("the triton backend runs on CUDA tensors, or on CPU tensors only with "
-                         f"TRITON_INTERPRET=1; got q on {q.device}")
     if q.device.type not in ("cpu", "cuda"):
         raise ValueError(f"the triton backend runs on CUDA devices, got q on {q.device}")
 
@@ -131,12 +137,6 @@ def plans_for(pattern: Pattern, n: int, heads: int, causal: bool, device,
 
 
 _PLAN_SETS: dict[str, tuple[TritonPlan, TritonPlan, TritonPlan]] = {}
-
-
-@torch._dynamo.assume_constant_result
-def _plan_key(pattern, n, heads, causal, device, block) -> str:
-    # Runs eagerly even while torch.compile traces: the plan is host-side data, the key a constant.
-    return plans_for(pattern, n, heads, causal, device, block)
 
 
 def _prefetch(role: str, block_d: int) -> bool:
@@ -315,15 +315,30 @@ def triton_cdiv(a: int, b: int) -> int:
 
 
 # -- custom ops (torch.compile sees them as opaque nodes with fake shapes) ----------------------
+# They name the pattern by its token (a string, constant while tracing) and look the plan up when
+# they run, from the real sizes: symbolic lengths (dynamic shapes) need no specialising, and no
+# pattern object crosses into the graph (torch 2.11 cannot turn a frozen dataclass into one).
+def _op_plans(pattern_token: str, q: torch.Tensor, causal: bool, block: int):
+    b, h, n, d = q.shape
+    key = plans_for(by_token(pattern_token), n, h, causal, q.device, block if block > 0 else None)
+    return _PLAN_SETS[key]
+
+
+def _op_scale(scale: float, q: torch.Tensor) -> float:
+    return q.shape[-1] ** -0.5 if scale <= 0 else scale
+
+
 @torch.library.custom_op("sparse_transformer::triton_sparse_fwd", mutates_args=())
 def _fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-            key_padding_mask: Optional[torch.Tensor], plan_key: str,
-            scale: float) -> tuple[torch.Tensor, torch.Tensor]:
-    return _forward(q, k, v, key_padding_mask, _PLAN_SETS[plan_key][0], scale)
+            key_padding_mask: Optional[torch.Tensor], pattern_token: str, causal: bool,
+            block: int, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    check_inputs(q)
+    plans = _op_plans(pattern_token, q, causal, block)
+    return _forward(q, k, v, key_padding_mask, plans[0], _op_scale(scale, q))
 
 
 @_fwd_op.register_fake
-def _fwd_fake(q, k, v, key_padding_mask, plan_key, scale):
+def _fwd_fake(q, k, v, key_padding_mask, pattern_token, causal, block, scale):
     b, h, n, d = q.shape
     return (q.new_empty(b, h, n, d), q.new_empty(b, h, n, dtype=torch.float32))
 
@@ -331,32 +346,33 @@ def _fwd_fake(q, k, v, key_padding_mask, plan_key, scale):
 @torch.library.custom_op("sparse_transformer::triton_sparse_bwd", mutates_args=())
 def _bwd_op(dout: torch.Tensor, dlse: Optional[torch.Tensor], q: torch.Tensor,
             k: torch.Tensor, v: torch.Tensor, out: torch.Tensor, lse: torch.Tensor,
-            key_padding_mask: Optional[torch.Tensor], plan_key: str,
-            scale: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    return _backward(dout, dlse, q, k, v, out, lse, key_padding_mask, _PLAN_SETS[plan_key],
-                     scale)
+            key_padding_mask: Optional[torch.Tensor], pattern_token: str, causal: bool,
+            block: int, scale: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    plans = _op_plans(pattern_token, q, causal, block)
+    return _backward(dout, dlse, q, k, v, out, lse, key_padding_mask, plans, _op_scale(scale, q))
 
 
 @_bwd_op.register_fake
-def _bwd_fake(dout, dlse, q, k, v, out, lse, key_padding_mask, plan_key, scale):
+def _bwd_fake(dout, dlse, q, k, v, out, lse, key_padding_mask, pattern_token, causal, block,
+              scale):
     return (torch.empty_like(q, memory_format=torch.contiguous_format),
             torch.empty_like(k, memory_format=torch.contiguous_format),
             torch.empty_like(v, memory_format=torch.contiguous_format))
 
 
 def _setup_context(ctx, inputs, output):
-    q, k, v, kpm, plan_key, scale = inputs
+    q, k, v, kpm, token, causal, block, scale = inputs
     out, lse = output
     ctx.save_for_backward(q, k, v, out, lse, kpm)
-    ctx.plan_key, ctx.scale = plan_key, scale
+    ctx.args = (token, causal, block, scale)
 
 
 def _autograd_backward(ctx, dout, dlse):
     q, k, v, out, lse, kpm = ctx.saved_tensors
     if dout is None:
         dout = torch.zeros_like(out)
-    dq, dk, dv = _bwd_op(dout, dlse, q, k, v, out, lse, kpm, ctx.plan_key, ctx.scale)
-    return dq, dk, dv, None, None, None
+    dq, dk, dv = _bwd_op(dout, dlse, q, k, v, out, lse, kpm, *ctx.args)
+    return dq, dk, dv, None, None, None, None, None
 
 
 _fwd_op.register_autograd(_autograd_backward, setup_context=_setup_context)
@@ -388,13 +404,19 @@ class _EagerSparseAttention(torch.autograd.Function):
 def triton_attention(q, k, v, pattern: Pattern, causal: bool = True, key_padding_mask=None,
                      scale=None, return_lse: bool = False, block: int | None = None):
     """Sparse attention through the fused Triton kernels (see the module docstring)."""
+    if torch.compiler.is_compiling():
+        # Package and environment look-ups would break the graph on some torch versions; the
+        # op checks them again when it runs.
+        check_tensor(q)
+        scale = -1.0 if scale is None else float(scale)  # -1: head_dim ** -0.5, set by the op
+        q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
+        out, lse = _fwd_op(q, k, v, key_padding_mask, pattern._token, causal,  # token: see Pattern
+                           -1 if block is None else block, scale)
+        return (out, lse) if return_lse else out
     check_inputs(q)
     b, h, n, d = q.shape
     scale = d ** -0.5 if scale is None else float(scale)
     q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
-    key = _plan_key(pattern, n, h, causal, q.device, block)
-    if torch.compiler.is_compiling():
-        out, lse = _fwd_op(q, k, v, key_padding_mask, key, scale)
-    else:
-        out, lse = _EagerSparseAttention.apply(q, k, v, key_padding_mask, key, scale)
+    key = plans_for(pattern, n, h, causal, q.device, block)
+    out, lse = _EagerSparseAttention.apply(q, k, v, key_padding_mask, key, scale)
     return (out, lse) if return_lse else out

@@ -10,6 +10,7 @@ and are computed from the predicate in chunks, so no n x n tensor is built for t
 """
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, fields
 
 import torch
@@ -25,6 +26,24 @@ def check_positive_int(name: str, value, *, allow_zero: bool = False) -> int:
     return value
 
 
+_BY_TOKEN: "weakref.WeakValueDictionary[str, Pattern]" = weakref.WeakValueDictionary()
+
+
+def _register(pattern: "Pattern") -> str:
+    token = repr(pattern)
+    object.__setattr__(pattern, "_token", token)
+    _BY_TOKEN.setdefault(token, pattern)
+    return token
+
+
+def by_token(token: str) -> "Pattern":
+    """The live pattern whose ``token`` this is (see ``Pattern.token``)."""
+    try:
+        return _BY_TOKEN[token]
+    except KeyError:
+        raise KeyError(f"no live pattern has token {token!r}") from None
+
+
 @dataclass(frozen=True)
 class Pattern:
     """Base class of every attention pattern.
@@ -32,6 +51,33 @@ class Pattern:
     Subclasses are frozen dataclasses (hashable, so derived layouts can be cached by value) and
     implement ``allowed``. Patterns that vary by head set ``per_head = True`` and read ``h``.
     """
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__.get("__post_init__")
+        if own is not None and not getattr(own, "_registers", False):
+            def __post_init__(self, _own=own):
+                _own(self)
+                _register(self)
+
+            __post_init__._registers = True
+            cls.__post_init__ = __post_init__
+
+    def __post_init__(self):
+        _register(self)
+
+    def __setstate__(self, state):  # unpickled patterns are registered like constructed ones
+        self.__dict__.update(state)
+        _register(self)
+
+    @property
+    def token(self) -> str:
+        """A string naming this pattern by value (its repr), fixed at construction.
+
+        torch.compile reads it as a constant where it cannot turn the pattern object itself into
+        one (frozen dataclasses, torch 2.11); ``by_token`` maps it back to the pattern.
+        """
+        return self.__dict__.get("_token") or _register(self)
 
     @property
     def per_head(self) -> bool:
