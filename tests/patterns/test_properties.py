@@ -79,3 +79,23 @@ def test_patterns_are_hashable_values():
     assert P.Strided(4) == P.Strided(4) and hash(P.Fixed(8, 2)) == hash(P.Fixed(8, 2))
     assert P.Strided(4) != P.Strided(5)
     assert P.Global((3, 1)) == P.Global((1, 3))
+
+
+@pytest.mark.parametrize("pattern", [P.Strided(8), P.Fixed(8, 2, distinct_heads=True),
+                                     P.Local(3) | P.Global((0,)),
+                                     P.PerHead((P.Local(3), P.Column(4))),
+                                     P.Random(2, 4, seed=3)], ids=lambda p: p.name)
+def test_token_names_the_pattern_by_value(pattern):
+    """torch.compile paths name a pattern by its token; it maps back to an equal live pattern,
+    also after pickling (patterns travel in checkpoints and to DDP ranks)."""
+    import pickle
+
+    from sparse_transformer.patterns.base import by_token
+
+    assert pattern.token == repr(pattern)
+    assert by_token(pattern.token) == pattern
+    clone = pickle.loads(pickle.dumps(pattern))
+    assert clone == pattern and hash(clone) == hash(pattern)
+    assert by_token(clone.token) == pattern
+    with pytest.raises(KeyError, match="no live pattern"):
+        by_token("NotAPattern(x=1)")

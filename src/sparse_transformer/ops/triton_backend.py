@@ -1,10 +1,16 @@
 """The "triton" backend: fused sparse attention kernels behind ``sparse_attention``.
 
 ``triton_attention`` takes the same arguments and returns the same thing as every backend. It
-derives a ``TritonPlan`` from the pattern (cached by pattern, length, heads, causality, device and
-tile size), then runs the kernels of ``triton_kernels`` through two registered custom ops
-(``sparse_transformer::triton_sparse_fwd`` / ``..._bwd``), so that torch.compile graphs can hold
-them, with autograd wired through ``register_autograd``.
+derives ``TritonPlan``s from the pattern (cached by pattern, length, heads, causality, device and
+tile size; the forward, dq and dk/dv kernels may each use their own tile size, see ``TUNING``)
+and runs the kernels of ``triton_kernels``:
+
+* in eager calls through an ``autograd.Function``, launching Triton's compiled kernels directly
+  after the first call (``launch``), because per-call argument binding dominates small problems;
+* inside ``torch.compile`` through two registered custom ops (``sparse_transformer::
+  triton_sparse_fwd`` / ``..._bwd``) with autograd wired through ``register_autograd``. The ops
+  name the pattern by its token (``Pattern.token``) and look the plan up when they run, so graphs
+  hold no pattern object and symbolic lengths need no specialising.
 
 Inputs: float16, bfloat16 or float32 (float32 uses exact float32 dots, not tf32), head_dim 1..128
 (dims that are not 16, 32, 64 or 128 are padded inside the kernel by masked loads), on a CUDA
