@@ -277,3 +277,53 @@ def test_gpu_unfused_backward(pattern, monkeypatch):
     monkeypatch.setattr(triton_backend, "FUSE_BWD_BELOW", 0)
     q, k, v = _qkv(2, 4, 1025, 64, torch.bfloat16, "cuda")
     check_against_reference(triton_attention, q, k, v, pattern, True, _padding(2, 1025, "cuda"))
+
+
+def test_direct_launch_cache(monkeypatch):
+    """After a first launch through ``kernel[grid]``, launches with the same argument
+    specialisation go straight to the compiled kernel; any other value or dtype goes back
+    through ``kernel[grid]``. A compiled kernel whose call fails switches direct launches off."""
+    from sparse_transformer.ops import triton_backend as tb
+
+    calls = []
+
+    class Compiled:
+        def __init__(self, fail=False):
+            self.fail = fail
+
+        def run(self):
+            pass
+
+        def __getitem__(self, grid):
+            def go(*args):
+                if self.fail:
+                    raise TypeError("different launcher")
+                calls.append(("direct", grid, args[-1]))
+            return go
+
+    class Kernel:
+        arg_names = ["X", "n", "BLOCK"]
+        fail = False
+
+        def __getitem__(self, grid):
+            def go(**kw):
+                calls.append(("bound", grid, kw["BLOCK"]))
+                return Compiled(self.fail)
+            return go
+
+    monkeypatch.setattr(tb, "interpreting", lambda: False)
+    monkeypatch.setattr(tb, "FAST_LAUNCH", True)
+    monkeypatch.setattr(tb, "_COMPILED", {})
+    kern, x = Kernel(), torch.zeros(4)
+    tb.launch(kern, (3, 2), {}, x, 10, 64)
+    tb.launch(kern, (5, 2), {}, x, 10, 64)
+    tb.launch(kern, (5, 2), {}, x, 10, 128)       # another constexpr value
+    tb.launch(kern, (5, 2), {}, x.half(), 10, 64)  # another dtype
+    assert [c[0] for c in calls] == ["bound", "direct", "bound", "bound"]
+    assert calls[1][1] == (5, 2, 1)
+    bad = Kernel()
+    bad.fail = True
+    calls.clear()
+    tb.launch(bad, (1,), {}, x, 3, 16)
+    tb.launch(bad, (1,), {}, x, 3, 16)  # the direct call fails: launched the regular way
+    assert [c[0] for c in calls] == ["bound", "bound"] and tb.FAST_LAUNCH is False

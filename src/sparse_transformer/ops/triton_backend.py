@@ -308,8 +308,12 @@ def launch(kernel, grid, opts: dict, *args):
     key = (kernel, args[0].device.index, tuple(opts.items()), tuple(_spec(a) for a in args))
     compiled = _COMPILED.get(key)
     if compiled is not None:
-        compiled[(grid[0], grid[1] if len(grid) > 1 else 1, 1)](*args)
-        return
+        try:
+            compiled[(grid[0], grid[1] if len(grid) > 1 else 1, 1)](*args)
+            return
+        except (TypeError, AttributeError):  # a Triton whose compiled-kernel call differs
+            _COMPILED.clear()
+            globals()["FAST_LAUNCH"] = False
     names = kernel.arg_names
     compiled = kernel[grid](**dict(zip(names, args)), **opts)
     if hasattr(compiled, "__getitem__") and hasattr(compiled, "run"):
