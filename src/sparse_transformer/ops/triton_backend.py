@@ -106,7 +106,7 @@ def _canonical(device) -> torch.device:
 
 # Launch settings per kernel role: tile size (None: ``default_block``), warps, pipeline stages,
 # whether full tiles skip their mask by a branch (True) or by a predicated load (False), and
-# and up to which head dim (padded to a power of two) the loop issues the next tile's loads
+# up to which head dim (padded to a power of two) the loop issues the next tile's loads
 # before using the current one (prefetch; 0: never). Chosen on an H100 with
 # ``benchmarks/gpu.py --sweep`` (GPU time from CUDA graphs, n = 16384): 64-tiles with 4 warps
 # won for every role and pattern; at d = 64 prefetching made the backward 7-13% faster and the
@@ -133,16 +133,24 @@ def _role_block(role: str, device: torch.device, block: int | None) -> int:
 def plans_for(pattern: Pattern, n: int, heads: int, causal: bool, device,
               block: int | None = None) -> str:
     """Key of the (forward, dq, dk/dv) plans; each role may use its own tile size."""
-    device = _canonical(device)
-    keys = tuple(get_plan(pattern, n, heads, causal, device, _role_block(r, device, block))[0]
+    blocks = tuple(TUNING[r]["block"] for r in ("fwd", "dq", "dkdv"))
+    fast = (pattern, n, heads, causal, device, block, blocks)
+    key = _KEYS.get(fast)
+    if key is not None:
+        return key
+    dev = _canonical(device)
+    keys = tuple(get_plan(pattern, n, heads, causal, dev, _role_block(r, dev, block))[0]
                  for r in ("fwd", "dq", "dkdv"))
     key = "||".join(keys)
     if key not in _PLAN_SETS:
         _PLAN_SETS[key] = tuple(_PLANS[k] for k in keys)
+    if not (dev.type == "cuda" and torch.device(device).index is None):  # "cuda" follows the
+        _KEYS[fast] = key                                                  # current device
     return key
 
 
 _PLAN_SETS: dict[str, tuple[TritonPlan, TritonPlan, TritonPlan]] = {}
+_KEYS: dict[tuple, str] = {}
 
 
 def _prefetch(role: str, block_d: int) -> bool:
