@@ -16,7 +16,8 @@ from sparse_transformer.ops.flex import build_block_mask, flex_attention_backend
 from tolerance import check_against_reference, rel_err  # noqa: E402
 
 PATTERNS = [P.Strided(16), P.Fixed(16, 4), P.Local(20),
-            P.Local(4) | P.Random(1, 16, seed=1, distinct_heads=True) | P.Global((3,))]
+            P.Local(4) | P.Random(1, 16, seed=1, distinct_heads=True) | P.Global((3,)),
+            P.Local(300)]  # the last has full 128-tiles, where padding must still apply
 gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 
@@ -54,6 +55,18 @@ def test_block_mask_matches_the_predicate_everywhere():
     assert torch.equal(got, pattern.mask(n, 4, True))
     dense = bm.to_dense()[0]  # (heads, q blocks, k blocks): the listed tiles
     assert torch.equal(dense.bool(), pattern.block_layout(n, 128, 4, True).active)
+
+
+def test_padding_makes_every_listed_tile_partial():
+    """FlexAttention skips the mask function on full tiles; with key padding none may be full."""
+    pattern, n = P.Local(300), 600
+    kpm = torch.zeros(1, n, dtype=torch.bool)
+    kpm[0, 5] = True
+    plain = build_block_mask(pattern, n, 2, True, "cpu")
+    padded = build_block_mask(pattern, n, 2, True, "cpu", kpm)
+    assert int(plain.full_kv_num_blocks.sum()) > 0  # the case the rule is about
+    assert padded.full_kv_num_blocks is None or int(padded.full_kv_num_blocks.sum()) == 0
+    assert torch.equal(padded.to_dense().bool(), plain.to_dense().bool())
 
 
 def test_registered():

@@ -4,7 +4,8 @@ The BlockMask is built by hand from the pattern's block layout (``Pattern.block_
 full tiles skip the element-wise mask, partial tiles look their mask up in a deduplicated table
 of tile masks evaluated from the predicate, so the mask function is traceable for every pattern
 (random ones included) and no n x n tensor is built. Block masks are cached per pattern, length,
-heads, causality and device; key padding is applied in the mask function.
+heads, causality and device; key padding is applied in the mask function (with padding, every
+listed tile counts as partial, since FlexAttention skips the mask function on full tiles).
 
 FlexAttention has no backward on the CPU (only a forward), and is fast only compiled on a GPU:
 on CUDA the compiled function is used, on the CPU the eager one.
@@ -73,7 +74,7 @@ def _layout_tables(pattern: Pattern, n: int, heads: int, causal: bool, device: s
         order = torch.argsort((~sel).to(torch.int8), dim=-1, stable=True).to(torch.int32)
         return counts[None].contiguous(), order[None].contiguous()
 
-    return csr(partial), csr(full), tile_id, uniq
+    return csr(partial), csr(full), csr(active), tile_id, uniq
 
 
 def build_block_mask(pattern: Pattern, n: int, heads: int, causal: bool, device,
@@ -82,8 +83,12 @@ def build_block_mask(pattern: Pattern, n: int, heads: int, causal: bool, device,
     from torch.nn.attention.flex_attention import BlockMask
 
     dev = torch.device(device)
-    (kv_num, kv_idx), (full_num, full_idx), tile_id, uniq = _layout_tables(
+    (kv_num, kv_idx), (full_num, full_idx), active, tile_id, uniq = _layout_tables(
         pattern, n, heads, causal, str(dev), block)
+    if key_padding_mask is not None:
+        # FlexAttention skips the mask function on full tiles, and padding can fall anywhere:
+        # every listed tile is partial then.
+        (kv_num, kv_idx), full_num, full_idx = active, None, None
     per_head = tile_id.shape[0] > 1
     last = tile_id.shape[1] - 1
 
