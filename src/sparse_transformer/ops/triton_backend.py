@@ -241,7 +241,7 @@ def _backward(dout, dlse, q, k, v, out, lse, kpm, plans, scale: float):
     # roles use the same plan. Large ones run them as two kernels, each compiled for its role.
     fuse = (qplan is kplan and FUSE_BWD_BELOW is not None
             and qplan.tiles_computed * b * h < FUSE_BWD_BELOW)
-    empty = _empty_pass(qplan, dev)
+    empty = _empty_pass(dev)
     for i in range(max(len(qpasses), len(kpasses))):
         qp = qpasses[i] if i < len(qpasses) else None
         kp = kpasses[i] if i < len(kpasses) else None
@@ -276,7 +276,7 @@ def _backward(dout, dlse, q, k, v, out, lse, kpm, plans, scale: float):
     return dq, dk, dv
 
 
-def _empty_pass(plan: TritonPlan, device):
+def _empty_pass(device):
     """Placeholder arrays for the half of a fused backward launch that has no pass."""
     key = str(device)
     if key not in _EMPTY:
