@@ -229,6 +229,25 @@ def test_gpu_deterministic():
         assert torch.equal(a, b)
 
 
+@gpu
+@pytest.mark.parametrize("dynamic", [False, True], ids=["static", "dynamic"])
+def test_gpu_inside_torch_compile(dynamic):
+    """Inductor graphs hold the kernels: forward and gradients match eager at two lengths."""
+    torch._dynamo.reset()
+    pattern = P.Fixed(32, 8)
+
+    def f(q, k, v):
+        return (triton_attention(q, k, v, pattern).float() * 2).square().sum()
+
+    compiled = torch.compile(f, fullgraph=True, dynamic=dynamic)
+    for n in (1000, 1536):
+        q, k, v = (t.requires_grad_() for t in _qkv(1, 4, n, 64, torch.bfloat16, "cuda", seed=n))
+        got = torch.autograd.grad(compiled(q, k, v), (q, k, v))
+        want = torch.autograd.grad(f(q, k, v), (q, k, v))
+        for a, b in zip(got, want):
+            torch.testing.assert_close(a, b)
+
+
 @needs_interp
 @pytest.mark.parametrize("pattern", [P.Strided(16), P.Fixed(16, 4, distinct_heads=True)],
                          ids=lambda p: p.name)

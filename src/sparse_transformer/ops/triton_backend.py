@@ -300,7 +300,12 @@ FAST_LAUNCH = True
 _COMPILED: dict = {}
 
 
+_BY_VALUE = frozenset((int, bool, str, type(None)))
+
+
 def _spec(a):
+    if type(a) in _BY_VALUE:
+        return a
     if isinstance(a, torch.Tensor):
         return (a.dtype, a.data_ptr() % 16 == 0)
     if isinstance(a, float):
@@ -308,12 +313,19 @@ def _spec(a):
     return a
 
 
+def _launch_key(kernel, opts: dict, args: tuple) -> tuple:
+    # The common kinds inline (this runs for every launch, dozens of arguments each).
+    by_value = _BY_VALUE
+    return (kernel, args[0].device.index, tuple(opts.items()),
+            tuple([a if type(a) in by_value else _spec(a) for a in args]))
+
+
 def launch(kernel, grid, opts: dict, *args):
     """Launch ``kernel`` with every argument positional (constexprs included, in order)."""
     if not FAST_LAUNCH or interpreting():
         names = kernel.arg_names
         return kernel[grid](**dict(zip(names, args)), **opts)
-    key = (kernel, args[0].device.index, tuple(opts.items()), tuple(_spec(a) for a in args))
+    key = _launch_key(kernel, opts, args)
     compiled = _COMPILED.get(key)
     if compiled is not None:
         try:
