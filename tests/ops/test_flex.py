@@ -15,7 +15,7 @@ from sparse_transformer.ops import BACKENDS, reference_attention  # noqa: E402
 from sparse_transformer.ops.flex import build_block_mask, flex_attention_backend  # noqa: E402
 from tolerance import check_against_reference, rel_err  # noqa: E402
 
-PATTERNS = [P.Strided(16), P.Fixed(16, 4), P.Local(20),
+PATTERNS = [P.Strided(16), P.Fixed(16, 4), P.Fixed(16, 4, distinct_heads=True), P.Local(20),
             P.Local(4) | P.Random(1, 16, seed=1, distinct_heads=True) | P.Global((3,)),
             P.Local(300)]  # the last has full 128-tiles, where padding must still apply
 gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -81,24 +81,31 @@ def test_gpu_matches_reference(pattern, dtype):
     check_against_reference(flex_attention_backend, q, k, v, pattern, True, kpm)
 
 
-def test_strided_column_runs_in_transposed_order():
-    from sparse_transformer.ops.flex import column_split
+def test_strided_and_fixed_parts_get_their_own_calls():
+    from sparse_transformer.ops.flex import split_parts
 
-    column, rest = column_split(P.Strided(16), 300)
-    assert column == P.Column(16, min_distance=17) and rest == P.Local(17)
-    assert column_split(P.Strided(16), 31) is None  # one row: nothing to gain
-    assert column_split(P.Fixed(16, 4), 300) is None and column_split(P.Local(20), 300) is None
+    assert split_parts(P.Strided(16), 300) == ([P.Column(16, min_distance=17)], P.Local(17))
+    fixed = P.Fixed(16, 4, distinct_heads=True)
+    assert split_parts(fixed, 300) == ([fixed.parts()[1]], P.Block(16))
+    assert split_parts(P.Strided(16), 31) == ([], P.Strided(16))  # one row: nothing to gain
+    assert split_parts(P.Local(20), 300) == ([], P.Local(20))
 
 
 @pytest.mark.parametrize("n", [97, 256, 300])
-def test_transposed_column_matches_reference(n):
-    """The column call in transposed order plus the band in token order, merged: outputs and
-    log-sum-exps equal the reference, padding and empty rows included."""
-    q, k, v, kpm = _inputs(2, 2, n, 16, seed=n)
+@pytest.mark.parametrize("pattern", [P.Strided(8), P.Fixed(8, 2), P.Fixed(16, 4, distinct_heads=True)],
+                         ids=lambda p: p.name)
+@pytest.mark.parametrize("causal", [True, False])
+def test_split_calls_match_reference(pattern, n, causal):
+    """Column calls in transposed order, summary calls over gathered keys, the rest in token
+    order, merged: outputs and log-sum-exps equal the reference, padding and empty rows
+    included."""
+    q, k, v, kpm = _inputs(2, 4, n, 16, seed=n)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        out, lse = flex_attention_backend(q, k, v, P.Strided(8), True, kpm, return_lse=True)
-    ref, ref_lse = reference_attention(q, k, v, P.Strided(8), True, kpm, return_lse=True)
+        out, lse = flex_attention_backend(q, k, v, pattern, causal, kpm, return_lse=True)
+        plain = flex_attention_backend(q, k, v, pattern, causal, return_lse=False)
+    ref, ref_lse = reference_attention(q, k, v, pattern, causal, kpm, return_lse=True)
+    assert rel_err(plain, reference_attention(q, k, v, pattern, causal)) < 1e-5
     assert rel_err(out, ref) < 1e-5
     assert torch.equal(torch.isinf(lse), torch.isinf(ref_lse))
     fin = torch.isfinite(ref_lse)
@@ -130,3 +137,28 @@ def test_merge_through_lse_matches_the_union_with_gradients():
     for x, y in zip(got, want):
         assert torch.isfinite(x).all()
         torch.testing.assert_close(x, y)
+
+
+@pytest.mark.parametrize("n,stride", [(97, 8), (300, 16), (256, 16), (40, 7)])
+def test_transposed_position_is_the_sorted_order(n, stride):
+    from sparse_transformer.ops.flex import _transposed_order, _transposed_position
+
+    order, inverse = _transposed_order(n, stride, "cpu")
+    assert torch.equal(_transposed_position(torch.arange(n), n, stride), order)
+    assert torch.equal(order[inverse], torch.arange(n))
+
+
+def test_traceable_patterns_use_their_predicate():
+    """Arithmetic predicates become FlexAttention's mask function; the others use mask tables.
+    Both give the same mask."""
+    from torch.nn.attention.flex_attention import create_mask
+
+    assert P.Strided(8).traceable and (P.Local(3) | P.Fixed(8, 2)).traceable
+    assert not (P.Local(3) | P.Global((1,))).traceable and not P.Random(1, 8).traceable
+    n = 70
+    for pattern in (P.Fixed(8, 2, distinct_heads=True), P.Local(3) | P.Global((1,))):
+        bm = build_block_mask(pattern, n, 4, True, "cpu")
+        assert bm.mask_mod.__name__ == ("predicate_mask_mod" if pattern.traceable
+                                        else "table_mask_mod")
+        got = create_mask(bm.mask_mod, 1, 4, n, n, device="cpu")[0]
+        assert torch.equal(got, pattern.mask(n, 4, True))

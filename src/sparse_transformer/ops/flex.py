@@ -23,7 +23,7 @@ from functools import lru_cache
 
 import torch
 
-from ..patterns import Column, Pattern, Union, block_layout
+from ..patterns import Column, Pattern, PerHead, Summary, Union, block_layout
 from .triton_plan import _token_tiles, tile_positions
 
 BLOCK = 128
@@ -86,7 +86,23 @@ def _layout_tables(pattern: Pattern, n: int, heads: int, causal: bool, device: s
 
 def build_block_mask(pattern: Pattern, n: int, heads: int, causal: bool, device,
                      key_padding_mask=None, block: int = BLOCK):
-    """A FlexAttention BlockMask for ``pattern`` (tables cached; the mask_mod adds padding)."""
+    """A FlexAttention BlockMask for ``pattern`` (tables cached; the mask_mod adds padding).
+
+    Without padding the whole BlockMask is cached: building one costs milliseconds of host time,
+    more than the attention itself for short sequences."""
+    if key_padding_mask is None:
+        return _cached_block_mask(pattern, n, heads, causal, str(torch.device(device)), block)
+    return _block_mask(pattern, n, heads, causal, device, key_padding_mask, block)
+
+
+@lru_cache(maxsize=32)
+def _cached_block_mask(pattern: Pattern, n: int, heads: int, causal: bool, device: str,
+                       block: int):
+    return _block_mask(pattern, n, heads, causal, device, None, block)
+
+
+def _block_mask(pattern: Pattern, n: int, heads: int, causal: bool, device, key_padding_mask,
+                block: int):
     from torch.nn.attention.flex_attention import BlockMask
 
     dev = torch.device(device)
@@ -99,13 +115,24 @@ def build_block_mask(pattern: Pattern, n: int, heads: int, causal: bool, device,
     per_head = tile_id.shape[0] > 1
     last = tile_id.shape[1] - 1
 
-    def mask_mod(b, h, q_idx, kv_idx):
+    def table_mask_mod(b, h, q_idx, kv_idx):
         hh = h if per_head else 0
         tid = tile_id[hh, torch.clamp(q_idx // block, max=last), torch.clamp(kv_idx // block, max=last)]
         ok = uniq[tid, q_idx % block, kv_idx % block]
         if key_padding_mask is not None:
             ok = ok & ~key_padding_mask[b, torch.clamp(kv_idx, max=n - 1)]
         return ok
+
+    def predicate_mask_mod(b, h, q_idx, kv_idx):
+        ok = pattern.allowed(q_idx, kv_idx, h)
+        if causal:
+            ok = ok & (kv_idx <= q_idx)
+        if key_padding_mask is not None:
+            ok = ok & ~key_padding_mask[b, torch.clamp(kv_idx, max=n - 1)]
+        return ok
+
+    # A predicate of plain arithmetic is cheaper inside the kernel than two table look-ups.
+    mask_mod = predicate_mask_mod if pattern.traceable else table_mask_mod
 
     return BlockMask.from_kv_blocks(kv_num, kv_idx, full_num, full_idx, BLOCK_SIZE=block,
                                     mask_mod=mask_mod, seq_lengths=(n, n))
@@ -115,32 +142,107 @@ def flex_attention_backend(q, k, v, pattern: Pattern, causal: bool = True,
                            key_padding_mask=None, scale=None, return_lse: bool = False):
     """Sparse attention through FlexAttention; same arguments and results as every backend."""
     b, h, n, d = q.shape
-    split = column_split(pattern, n)
-    if split is None:
-        out, lse = _flex(q, k, v, pattern, causal, key_padding_mask, scale)
-    else:
-        column, rest = split
-        order, inverse = _transposed_order(n, column.stride, str(q.device))
-        kpm_t = None if key_padding_mask is None else key_padding_mask[:, order]
-        o1, l1 = _flex(q[:, :, order], k[:, :, order], v[:, :, order],
-                       _TransposedColumn(column, n, causal), False, kpm_t, scale)
-        o1, l1 = o1[:, :, inverse], l1[:, :, inverse]
-        o2, l2 = _flex(q, k, v, rest, causal, key_padding_mask, scale)
-        out, lse = _merge(o1, l1, o2, l2)
+    special, rest = split_parts(pattern, n)
+    results = []
+    for part in special:
+        if isinstance(part, Column):
+            results.append(_transposed_call(q, k, v, part, causal, key_padding_mask, scale))
+        else:
+            results.append(_summary_call(q, k, v, part, causal, key_padding_mask, scale))
+    if rest is not None:
+        results.append(_flex(q, k, v, rest, causal, key_padding_mask, scale))
+    out, lse = results[0]
+    for o, l in results[1:]:
+        out, lse = _merge(out, lse, o, l)
     return (out, lse) if return_lse else out
 
 
-def column_split(pattern: Pattern, n: int):
-    """(column part, the other parts) when ``pattern`` has a strided column part worth running in
-    the transposed order (at least two rows), else None."""
-    if pattern.per_head:
-        return None
+def split_parts(pattern: Pattern, n: int):
+    """(parts with their own FlexAttention call, the rest as one pattern or None).
+
+    A strided column part runs in the transposed order and a fixed summary part over its
+    gathered summary keys when the sequence holds at least two strides; everything else runs in
+    token order. Parts are disjoint (``Pattern.parts``), so their results merge exactly."""
     parts = pattern.parts()
-    cols = [p for p in parts if isinstance(p, Column) and n >= 2 * p.stride]
-    if not cols or len(parts) < 2:
-        return None
-    rest = [p for p in parts if p is not cols[0]]
-    return cols[0], (rest[0] if len(rest) == 1 else Union(tuple(rest)))
+    if len(parts) < 2 or isinstance(pattern, PerHead):
+        return [], pattern
+    special = [p for p in parts if isinstance(p, (Column, Summary)) and n >= 2 * p.stride]
+    rest = [p for p in parts if not any(p is x for x in special)]
+    if not special:
+        return [], pattern
+    return special, (None if not rest else rest[0] if len(rest) == 1 else Union(tuple(rest)))
+
+
+def _transposed_call(q, k, v, column: Column, causal: bool, key_padding_mask, scale):
+    n = q.shape[2]
+    order, inverse = _transposed_order(n, column.stride, str(q.device))
+    kpm = None if key_padding_mask is None else key_padding_mask[:, order]
+    out, lse = _flex(q[:, :, order], k[:, :, order], v[:, :, order],
+                     _TransposedColumn(column, n, causal), False, kpm, scale)
+    return out[:, :, inverse], lse[:, :, inverse]
+
+
+def _summary_position(s, h, part: Summary):
+    """Token position of summary key ``s`` (the keys of every stride block, in order) for head
+    ``h``; arithmetic, so FlexAttention can trace it."""
+    low = part.stride - part.summary
+    if part.distinct_heads:
+        low = low - (h % (part.stride // part.summary)) * part.summary
+    return (s // part.summary) * part.stride + low + s % part.summary
+
+
+def _summary_call(q, k, v, part: Summary, causal: bool, key_padding_mask, scale):
+    """All queries against the gathered summary keys (n * summary / stride of them)."""
+    from torch.nn.attention.flex_attention import flex_attention
+
+    b, h, n, d = q.shape
+    size = -(-n // part.stride) * part.summary
+    heads = h if part.distinct_heads else 1
+    pos = _summary_position(torch.arange(size, device=q.device)[None, :],
+                            torch.arange(heads, device=q.device)[:, None], part).clamp(max=n - 1)
+    if heads == 1:
+        ks, vs = k[:, :, pos[0]], v[:, :, pos[0]]
+    else:
+        idx = pos[None, :, :, None].expand(b, h, size, d)
+        ks, vs = k.gather(2, idx), v.gather(2, idx)
+    bm = _summary_block_mask(part, n, heads, causal, str(q.device), key_padding_mask)
+    fn = _compiled_flex() if q.is_cuda else flex_attention
+    return _finite_lse(*_call(fn, q, ks, vs, bm, scale))
+
+
+def _summary_block_mask(part: Summary, n: int, heads: int, causal: bool, device: str,
+                        key_padding_mask):
+    from torch.nn.attention.flex_attention import BlockMask
+
+    base = _summary_base_mask(part, n, heads, causal, device)
+    if key_padding_mask is None:
+        return base
+    # FlexAttention skips the mask function on full tiles: with padding every tile is partial.
+    active = base.to_dense()[0].bool()
+    num = active.sum(-1).to(torch.int32)[None].contiguous()
+    idx = torch.argsort((~active).to(torch.int8), dim=-1, stable=True).to(torch.int32)[None]
+    plain = base.mask_mod
+
+    def mask_mod(b, h, q_idx, s_idx):
+        kp = _summary_position(s_idx, h, part).clamp(max=n - 1)
+        return plain(b, h, q_idx, s_idx) & ~key_padding_mask[b, kp]
+
+    return BlockMask.from_kv_blocks(num, idx.contiguous(), BLOCK_SIZE=BLOCK, mask_mod=mask_mod,
+                                    seq_lengths=base.seq_lengths)
+
+
+@lru_cache(maxsize=32)
+def _summary_base_mask(part: Summary, n: int, heads: int, causal: bool, device: str):
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    def mask_mod(b, h, q_idx, s_idx):
+        kp = _summary_position(s_idx, h, part)
+        ok = (kp < n) & part.allowed(q_idx, kp, h)
+        return ok & (kp <= q_idx) if causal else ok
+
+    size = -(-n // part.stride) * part.summary
+    return create_block_mask(mask_mod, None, heads if heads > 1 else None, n, size,
+                             device=device, BLOCK_SIZE=BLOCK)
 
 
 @lru_cache(maxsize=32)
@@ -152,19 +254,34 @@ def _transposed_order(n: int, stride: int, device: str):
     return order, torch.argsort(order)
 
 
+def _transposed_position(i, n: int, stride: int):
+    """Token position of index ``i`` of the transposed order (arithmetic, so FlexAttention can
+    trace it): residues below n % stride have n // stride + 1 rows, the others n // stride."""
+    rows, extra = n // stride, n % stride
+    long_part = extra * (rows + 1)
+    j = i - long_part
+    in_long = i < long_part
+    r = torch.where(in_long, i // (rows + 1), extra + j // rows)
+    m = torch.where(in_long, i % (rows + 1), j % rows)
+    return m * stride + r
+
+
 @dataclass(frozen=True)
 class _TransposedColumn(Pattern):
     """A column part over transposed-order indices, causality included (``causal`` is the
-    attention's): only used to build the block tables of the transposed FlexAttention call."""
+    attention's): the pattern of the transposed FlexAttention call."""
 
     column: Column
     n: int
     causal: bool
 
+    @property
+    def traceable(self) -> bool:
+        return True
+
     def allowed(self, q, k, h):
-        order, _ = _transposed_order(self.n, self.column.stride, str(q.device))
-        qp = order[q.clamp(0, self.n - 1)]
-        kp = order[k.clamp(0, self.n - 1)]
+        qp = _transposed_position(q, self.n, self.column.stride)
+        kp = _transposed_position(k, self.n, self.column.stride)
         ok = self.column.allowed(qp, kp, h) & (q < self.n) & (k < self.n)
         return ok & (kp <= qp) if self.causal else ok
 
@@ -175,7 +292,10 @@ def _flex(q, k, v, pattern, causal: bool, key_padding_mask, scale):
     b, h, n, d = q.shape
     bm = build_block_mask(pattern, n, h, causal, q.device, key_padding_mask)
     fn = _compiled_flex() if q.is_cuda else flex_attention
-    out, lse = _call(fn, q, k, v, bm, scale)
+    return _finite_lse(*_call(fn, q, k, v, bm, scale))
+
+
+def _finite_lse(out, lse):
     # Rows with no allowed key: FlexAttention gives zeros; make the log-sum-exp -inf as ours.
     lse = torch.where(torch.isfinite(lse), lse.float(), torch.full_like(lse, float("-inf"),
                                                                        dtype=torch.float32))

@@ -84,6 +84,13 @@ class Pattern:
         return False
 
     @property
+    def traceable(self) -> bool:
+        """True when ``allowed`` is element-wise arithmetic on its arguments alone: no host
+        synchronisation and no tensors built from Python data. FlexAttention then uses the
+        predicate itself as its mask function; other patterns go through mask tables."""
+        return False
+
+    @property
     def depends_on_difference(self) -> bool:
         """True when ``allowed(q, k, h)`` depends on ``q - k`` only (and not on ``h``).
 

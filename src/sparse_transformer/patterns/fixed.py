@@ -41,6 +41,10 @@ class Block(Pattern):
     def __post_init__(self):
         check_positive_int("stride", self.stride)
 
+    @property
+    def traceable(self) -> bool:
+        return True
+
     def allowed(self, q, k, h):
         return q.div(self.stride, rounding_mode="floor") == k.div(self.stride, rounding_mode="floor")
 
@@ -60,6 +64,10 @@ class Summary(Pattern):
     @property
     def per_head(self) -> bool:
         return self.distinct_heads
+
+    @property
+    def traceable(self) -> bool:
+        return True
 
     def allowed(self, q, k, h):
         ok = _summary_ok(k, h, self.stride, self.summary, self.distinct_heads)
@@ -87,6 +95,10 @@ class Fixed(Pattern):
     @property
     def factors(self) -> tuple[Pattern, Pattern]:
         return (Block(self.stride), Summary(self.stride, self.summary, self.distinct_heads))
+
+    @property
+    def traceable(self) -> bool:
+        return True
 
     def allowed(self, q, k, h):
         same = q.div(self.stride, rounding_mode="floor") == k.div(self.stride, rounding_mode="floor")

@@ -21,5 +21,9 @@ class Local(Pattern):
     def depends_on_difference(self) -> bool:
         return True
 
+    @property
+    def traceable(self) -> bool:
+        return True
+
     def allowed(self, q, k, h):
         return (q - k).abs() < self.window

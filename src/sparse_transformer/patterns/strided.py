@@ -31,6 +31,10 @@ class Column(Pattern):
     def depends_on_difference(self) -> bool:
         return True
 
+    @property
+    def traceable(self) -> bool:
+        return True
+
     def allowed(self, q, k, h):
         d = q - k
         ok = d.remainder(self.stride) == 0
@@ -55,6 +59,10 @@ class Strided(Pattern):
     @property
     def factors(self) -> tuple[Pattern, Pattern]:
         return (Local(self.stride + 1), Column(self.stride))
+
+    @property
+    def traceable(self) -> bool:
+        return True
 
     def allowed(self, q, k, h):
         d = q - k

@@ -21,6 +21,10 @@ class Union(Pattern):
         object.__setattr__(self, "members", tuple(flat))
 
     @property
+    def traceable(self) -> bool:
+        return all(m.traceable for m in self.members)
+
+    @property
     def per_head(self) -> bool:
         return any(m.per_head for m in self.members)
 
