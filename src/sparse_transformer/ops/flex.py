@@ -150,7 +150,9 @@ def flex_attention_backend(q, k, v, pattern: Pattern, causal: bool = True,
         else:
             results.append(_summary_call(q, k, v, part, causal, key_padding_mask, scale))
     if rest is not None:
-        results.append(_flex(q, k, v, rest, causal, key_padding_mask, scale))
+        # The log-sum-exp costs FlexAttention time: asked for only when merged or returned.
+        need = return_lse or bool(special)
+        results.append(_flex(q, k, v, rest, causal, key_padding_mask, scale, need))
     out, lse = results[0]
     for o, l in results[1:]:
         out, lse = _merge(out, lse, o, l)
@@ -286,12 +288,14 @@ class _TransposedColumn(Pattern):
         return ok & (kp <= qp) if self.causal else ok
 
 
-def _flex(q, k, v, pattern, causal: bool, key_padding_mask, scale):
+def _flex(q, k, v, pattern, causal: bool, key_padding_mask, scale, need_lse: bool = True):
     from torch.nn.attention.flex_attention import flex_attention
 
     b, h, n, d = q.shape
     bm = build_block_mask(pattern, n, h, causal, q.device, key_padding_mask)
     fn = _compiled_flex() if q.is_cuda else flex_attention
+    if not need_lse:
+        return fn(q, k, v, block_mask=bm, scale=scale), None
     return _finite_lse(*_call(fn, q, k, v, bm, scale))
 
 
