@@ -51,6 +51,19 @@ def _tile_mask(s, MASKS, mid, offs, BLOCK: tl.constexpr, MASK_BRANCH: tl.constex
 
 
 @triton.jit
+def _key_scores(q, k, kpos, kin, mid, MASKS, KPM, b, N, qk_scale, offs, BLOCK: tl.constexpr,
+                MASK_BRANCH: tl.constexpr, HAS_KPM: tl.constexpr, DOT_PREC: tl.constexpr):
+    """Scores (log2 domain) of a query tile against a listed key tile, masked by the tile's mask
+    and by key padding (query-major passes: forward and dq)."""
+    s = tl.dot(q, tl.trans(k), input_precision=DOT_PREC) * qk_scale
+    s = _tile_mask(s, MASKS, mid, offs, BLOCK, MASK_BRANCH, False)
+    if HAS_KPM:
+        pad = tl.load(KPM + b * N + kpos, mask=kin, other=1)
+        s = tl.where(pad[None, :] == 0, s, float("-inf"))
+    return s
+
+
+@triton.jit
 def _load_keys(ENT, i, K, V, b, h, skb, skh, skn, svb, svh, svn, N, offs, offs_d, dmask):
     """Entry ``i`` of a query-major list: key positions, mask id and the K and V tiles."""
     ent = ENT + i * 4
@@ -135,11 +148,8 @@ def _fwd_kernel(Q, K, V, O, LSE, SEED_O, SEED_LSE, KPM,
         else:
             kpos, kin, mid, k, v = _load_keys(base, e, K, V, b, h, skb, skh, skn, svb, svh, svn,
                                               N, offs, offs_d, dmask)
-        s = tl.dot(q, tl.trans(k), input_precision=DOT_PREC) * qk_scale
-        s = _tile_mask(s, MASKS, mid, offs, BLOCK, MASK_BRANCH, False)
-        if HAS_KPM:
-            pad = tl.load(KPM + b * N + kpos, mask=kin, other=1)
-            s = tl.where(pad[None, :] == 0, s, float("-inf"))
+        s = _key_scores(q, k, kpos, kin, mid, MASKS, KPM, b, N, qk_scale, offs, BLOCK,
+                        MASK_BRANCH, HAS_KPM, DOT_PREC)
         m_new = tl.maximum(m_i, tl.max(s, 1))
         m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
         p = tl.math.exp2(s - m_safe[:, None])
@@ -211,11 +221,8 @@ def _dq_tile(pid, Q, K, V, DO, LSE, DELTA, DQ, SEED_DQ, KPM,
         else:
             kpos, kin, mid, k, v = _load_keys(base, e, K, V, b, h, skb, skh, skn, svb, svh, svn,
                                               N, offs, offs_d, dmask)
-        s = tl.dot(q, tl.trans(k), input_precision=DOT_PREC) * qk_scale
-        s = _tile_mask(s, MASKS, mid, offs, BLOCK, MASK_BRANCH, False)
-        if HAS_KPM:
-            pad = tl.load(KPM + b * N + kpos, mask=kin, other=1)
-            s = tl.where(pad[None, :] == 0, s, float("-inf"))
+        s = _key_scores(q, k, kpos, kin, mid, MASKS, KPM, b, N, qk_scale, offs, BLOCK,
+                        MASK_BRANCH, HAS_KPM, DOT_PREC)
         p = tl.math.exp2(s - lse2[:, None])
         dp = tl.dot(do, tl.trans(v), input_precision=DOT_PREC)
         ds = p * (dp - delta[:, None])
