@@ -18,11 +18,14 @@ pairs the plans list. Rows with no allowed key output zeros with zero gradients.
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 import torch
 import torch.nn.functional as F
 
 from ..patterns import Pattern
-from .plans import Plan, Task, build_plan
+from ..patterns.layout import allowed_rows
+from .plans import Plan, Task, _plan_on, build_plan
 
 CHUNK_SCORES = 1 << 20  # most score elements (batch x heads x queries x keys) in one step
 # ... and at most this fraction of the elements of q, so that short sequences keep their
@@ -290,9 +293,87 @@ def _fold(out, lse, o, lse_t, first: bool) -> None:
 
 
 def blocked_attention(q, k, v, pattern: Pattern, causal: bool = True, key_padding_mask=None,
-                      scale=None, return_lse: bool = False):
-    b, h, n, d = q.shape
+                      scale=None, return_lse: bool = False, *, q_offset: int | None = None,
+                      query_padding_mask=None):
+    """See ``sparse_attention`` for the arguments (k/v of another length or fewer heads,
+    ``q_offset``, ``query_padding_mask``)."""
+    b, h, lq, d = q.shape
+    lk = k.shape[2]
     scale = d ** -0.5 if scale is None else float(scale)
-    plans = [build_plan(part, n, h, causal, q.device) for part in pattern.parts()]
-    out, lse = _BlockedAttention.apply(q, k, v, key_padding_mask, plans, scale)
+    q_offset = max(0, lk - lq) if q_offset is None else q_offset
+    if k.shape[1] != h:  # grouped-query attention; autograd sums the expanded heads' gradients
+        k, v = (t.repeat_interleave(h // t.shape[1], dim=1) for t in (k, v))
+    if q_offset == 0 and lq == lk:
+        plans = [build_plan(part, lq, h, causal, q.device) for part in pattern.parts()]
+        out, lse = _BlockedAttention.apply(q, k, v, key_padding_mask, plans, scale)
+    else:
+        out, lse = _offset_attention(q, k, v, pattern, causal, key_padding_mask, scale, q_offset)
+    if query_padding_mask is not None:
+        out = out.masked_fill(query_padding_mask[:, None, :, None], 0.0)
+        lse = lse.masked_fill(query_padding_mask[:, None, :], float("-inf"))
     return (out, lse) if return_lse else out
+
+
+# -- queries at an offset (decoding against a cache, prefixes, other key lengths) ----------------
+def _offset_attention(q, k, v, pattern, causal, kpm, scale, q_offset):
+    """Queries at positions q_offset .. q_offset + q_len - 1 against keys 0 .. k_len - 1.
+
+    q, k, v are placed in one frame of positions (q's rows at their positions, zero rows
+    elsewhere; no task reads those), and a gather plan lists, for each query block that holds a
+    query, the key blocks its predicate allows. The plan's masks come from the predicate on
+    exactly those rows, so only the queries' own (block x k_len) pairs are ever evaluated.
+    """
+    b, h, lq, d = q.shape
+    lk = k.shape[2]
+    plan = _offset_plan(pattern, q_offset, lq, lk, h, causal)
+    if q.device.type != "cpu":
+        plan = _plan_on(plan, str(q.device))
+    n = plan.padded_len
+    qf = F.pad(q, (0, 0, q_offset, n - q_offset - lq))
+    kf, vf = (F.pad(t, (0, 0, 0, n - lk)) for t in (k, v))
+    if kpm is not None:
+        kpm = torch.cat([kpm, kpm.new_ones(b, n - lk)], 1)
+    out, lse = _BlockedAttention.apply(qf, kf, vf, kpm, [plan], scale)
+    return out[:, :, q_offset:q_offset + lq], lse[:, :, q_offset:q_offset + lq]
+
+
+def _offset_block(k_len: int) -> int:
+    return 64 if k_len >= 256 else 16
+
+
+@lru_cache(maxsize=64)
+def _offset_plan(pattern: Pattern, q_offset: int, q_len: int, k_len: int, heads: int,
+                 causal: bool) -> Plan:
+    hp = heads if pattern.per_head else 1
+    bs = _offset_block(k_len)
+    q_end = q_offset + q_len
+    nbk = -(-k_len // bs)
+    first, last = q_offset // bs, (q_end - 1) // bs
+    length = max(nbk, last + 1) * bs
+    tasks = []
+    for b0 in range(first, last + 1, _OFFSET_BLOCKS_PER_TASK):
+        b1 = min(last + 1, b0 + _OFFSET_BLOCKS_PER_TASK)
+        rows = torch.arange(b0 * bs, b1 * bs)
+        ok = allowed_rows(pattern, rows, k_len, hp, causal)  # (hp, rows, k_len)
+        ok = ok & ((rows >= q_offset) & (rows < q_end)).view(1, -1, 1)
+        ok = F.pad(ok, (0, nbk * bs - k_len)).view(hp, b1 - b0, bs, nbk, bs)
+        active = ok.any(dim=(0, 2, 4))  # (groups, nbk): key blocks of each query block
+        width = int(active.sum(-1).max())
+        if width == 0:
+            continue
+        order = torch.where(active, torch.arange(nbk), nbk + torch.arange(nbk)).sort(-1).values
+        blocks = order[:, :width]  # active blocks first, in increasing order
+        used = blocks < nbk
+        blocks = torch.where(used, blocks, 0)
+        k_idx = (blocks.unsqueeze(-1) * bs + torch.arange(bs)).flatten(1)  # (groups, width * bs)
+        k_idx = torch.where(used.repeat_interleave(bs, 1) & (k_idx < k_len), k_idx, -1)
+        g = torch.arange(b1 - b0).view(-1, 1)
+        mask = ok.permute(0, 1, 3, 2, 4)[:, g, blocks]  # (hp, G, width, Q, bs)
+        mask = mask.permute(0, 1, 3, 2, 4).reshape(hp, b1 - b0, bs, width * bs)
+        mask = mask & (k_idx >= 0).view(1, b1 - b0, 1, -1)
+        tasks.append(Task("gather", b0 * bs, b1 - b0, bs, k_idx=k_idx.unsqueeze(0),
+                          mask=mask.contiguous()))
+    return Plan(length, length, hp, tuple(tasks))
+
+
+_OFFSET_BLOCKS_PER_TASK = 16

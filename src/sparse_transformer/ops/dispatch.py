@@ -56,21 +56,55 @@ def choose_backend(q: torch.Tensor, pattern: Pattern, causal: bool, key_padding_
 
 
 def _sdpa_dense(q, k, v, pattern, causal=True, key_padding_mask=None, scale=None,
-                return_lse=False):
+                return_lse=False, q_offset=None, query_padding_mask=None):
+    """Dense attention through PyTorch's SDPA, for the Dense pattern only (checked by the caller)."""
     if return_lse:
-        return blocked_attention(q, k, v, pattern, causal, key_padding_mask, scale, True)
-    if key_padding_mask is not None:
-        keep = ~key_padding_mask[:, None, None, :]
+        return blocked_attention(q, k, v, pattern, causal, key_padding_mask, scale, True,
+                                 q_offset=q_offset, query_padding_mask=query_padding_mask)
+    lq, lk = q.shape[2], k.shape[2]
+    q_offset = default_q_offset(lq, lk) if q_offset is None else q_offset
+    if k.shape[1] != q.shape[1]:
+        k, v = (t.repeat_interleave(q.shape[1] // t.shape[1], dim=1) for t in (k, v))
+    aligned = q_offset == 0 and lq == lk
+    if key_padding_mask is None and (aligned or not causal):
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=causal and lq > 0, scale=scale)
+    else:
+        keep = torch.ones(1, 1, 1, lk, dtype=torch.bool, device=q.device)
+        if key_padding_mask is not None:
+            keep = ~key_padding_mask[:, None, None, :]
         if causal:
-            n = q.shape[-2]
-            keep = keep & torch.ones(n, n, dtype=torch.bool, device=q.device).tril()
+            qpos = torch.arange(q_offset, q_offset + lq, device=q.device).view(-1, 1)
+            keep = keep & (torch.arange(lk, device=q.device).view(1, -1) <= qpos)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=keep, scale=scale)
         # Rows with no allowed key come out as NaN from SDPA; they must be zeros.
-        return torch.where(keep.any(-1, keepdim=True), out, torch.zeros_like(out))
-    return F.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=scale)
+        out = torch.where(keep.any(-1, keepdim=True), out, torch.zeros_like(out))
+    if query_padding_mask is not None:
+        out = out.masked_fill(query_padding_mask[:, None, :, None], 0.0)
+    return out
 
 
-def validate(q, k, v, pattern, causal, key_padding_mask, scale):
+def default_q_offset(q_len: int, k_len: int) -> int:
+    """Absolute position of query 0 when none is given: the queries are the last ``q_len``
+    positions of the keys (decoding against a cache, a prefix), or start at 0 when there are
+    more queries than keys."""
+    return max(0, k_len - q_len)
+
+
+def _check_mask(name, mask, shape, device):
+    if (not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool
+            or tuple(mask.shape) != shape):
+        what = "key" if name == "key_padding_mask" else "query"
+        raise ValueError(f"{name} must be a bool tensor of shape (batch, {what}_len) = {shape}, "
+                         f"True where a {what} is padding; got "
+                         f"{getattr(mask, 'dtype', type(mask).__name__)} "
+                         f"{tuple(getattr(mask, 'shape', ()))}")
+    if mask.device != device:
+        raise ValueError(f"{name} must be on q's device {device}, got {mask.device}")
+
+
+def validate(q, k, v, pattern, causal, key_padding_mask, scale, q_offset=None,
+             query_padding_mask=None) -> int:
+    """Check the arguments of ``sparse_attention``; return the query offset to use."""
     for name, t in (("q", q), ("k", k), ("v", v)):
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
@@ -78,11 +112,17 @@ def validate(q, k, v, pattern, causal, key_padding_mask, scale):
             raise ValueError(f"{name} must have shape (batch, heads, seq, head_dim), got {tuple(t.shape)}")
         if t.dtype not in _FLOAT:
             raise ValueError(f"{name} must be float16, bfloat16, float32 or float64, got {t.dtype}")
-    if k.shape != q.shape or v.shape[:-1] != q.shape[:-1]:
-        raise ValueError(f"k must have q's shape {tuple(q.shape)} and v (batch, heads, seq, *): "
-                         f"got k {tuple(k.shape)}, v {tuple(v.shape)}")
-    if v.shape[-1] != q.shape[-1]:
-        raise ValueError(f"v's head_dim must equal q's ({q.shape[-1]}), got {v.shape[-1]}")
+    b, h, lq, d = q.shape
+    if k.shape[-1] != d or k.shape[0] != b or v.shape[:-1] != k.shape[:-1]:
+        raise ValueError("k must have shape (batch, kv_heads, k_len, head_dim) with q's batch "
+                         f"{b} and head_dim {d}, and v k's first three sizes: got q "
+                         f"{tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}")
+    if v.shape[-1] != d:
+        raise ValueError(f"v's head_dim must equal q's ({d}), got {v.shape[-1]}")
+    if k.shape[1] < 1 or h % k.shape[1]:
+        raise ValueError(f"k and v's heads ({k.shape[1]}) must divide q's heads ({h}) "
+                         "(grouped-query attention: query head i uses key/value head "
+                         f"i // {max(1, h // max(1, k.shape[1]))})")
     if not (q.dtype == k.dtype == v.dtype):
         raise ValueError(f"q, k, v must share one dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
     if not (q.device == k.device == v.device):
@@ -91,42 +131,110 @@ def validate(q, k, v, pattern, causal, key_padding_mask, scale):
         raise TypeError(f"pattern must be a sparse_transformer.patterns.Pattern, got {type(pattern).__name__}")
     if not isinstance(causal, bool):
         raise TypeError(f"causal must be a bool, got {type(causal).__name__}")
+    lk = k.shape[2]
     if key_padding_mask is not None:
-        b, _, n, _ = q.shape
-        if (not isinstance(key_padding_mask, torch.Tensor) or key_padding_mask.dtype != torch.bool
-                or tuple(key_padding_mask.shape) != (b, n)):
-            raise ValueError("key_padding_mask must be a bool tensor of shape (batch, seq) = "
-                             f"{(b, n)}, True where a key is padding; got "
-                             f"{getattr(key_padding_mask, 'dtype', type(key_padding_mask))} "
-                             f"{tuple(getattr(key_padding_mask, 'shape', ()))}")
-        if key_padding_mask.device != q.device:
-            raise ValueError(f"key_padding_mask must be on q's device {q.device}, "
-                             f"got {key_padding_mask.device}")
+        _check_mask("key_padding_mask", key_padding_mask, (b, lk), q.device)
+    if query_padding_mask is not None:
+        _check_mask("query_padding_mask", query_padding_mask, (b, lq), q.device)
     if scale is not None and not (isinstance(scale, (int, float)) and scale > 0):
         raise ValueError(f"scale must be a positive number or None, got {scale!r}")
+    if q_offset is None:
+        return default_q_offset(lq, lk)
+    if isinstance(q_offset, torch.Tensor) and q_offset.numel() == 1 and not q_offset.is_floating_point():
+        q_offset = int(q_offset)
+    if isinstance(q_offset, bool) or not isinstance(q_offset, int) or q_offset < 0:
+        raise ValueError(f"q_offset must be an int >= 0 (the absolute position of query 0) or "
+                         f"None (default k_len - q_len = {default_q_offset(lq, lk)}), got {q_offset!r}")
+    return q_offset
+
+
+# Backends that take every argument of ``sparse_attention`` themselves (other k/v lengths and
+# head counts, q_offset, query padding). Others are called on the square, one-head-per-query
+# form that the adapter below builds for them.
+GENERAL_BACKENDS = {"reference", "blocked"}
+
+
+def _square_call(fn, q, k, v, pattern, causal, key_padding_mask, scale, return_lse, q_offset,
+                 query_padding_mask):
+    """Run a backend that only takes q, k, v of one shape on any of the shapes above.
+
+    Grouped-query k/v are expanded to q's heads (autograd sums their gradients). Queries that do
+    not start at position 0 of the keys are placed at their positions in a frame holding every
+    key (zero rows elsewhere, keys past k_len padded): correct, but it computes every row of the
+    frame. Padded queries are zeroed (their gradients are then zero too).
+    """
+    b, h, lq, d = q.shape
+    lk = k.shape[2]
+    if k.shape[1] != h:
+        k, v = (t.repeat_interleave(h // t.shape[1], dim=1) for t in (k, v))
+    aligned = q_offset == 0 and lq == lk
+    if not aligned:
+        n = max(lk, q_offset + lq)
+        q = F.pad(q, (0, 0, q_offset, n - q_offset - lq))
+        k, v = (F.pad(t, (0, 0, 0, n - lk)) for t in (k, v))
+        if key_padding_mask is None:
+            key_padding_mask = torch.zeros(b, lk, dtype=torch.bool, device=q.device)
+        key_padding_mask = torch.cat([key_padding_mask, key_padding_mask.new_ones(b, n - lk)], 1)
+    res = fn(q, k, v, pattern, causal=causal, key_padding_mask=key_padding_mask, scale=scale,
+             return_lse=return_lse)
+    out, lse = res if return_lse else (res, None)
+    if not aligned:
+        out = out[:, :, q_offset:q_offset + lq]
+        lse = None if lse is None else lse[:, :, q_offset:q_offset + lq]
+    if query_padding_mask is not None:
+        out = out.masked_fill(query_padding_mask[:, None, :, None], 0.0)
+        if lse is not None:
+            lse = lse.masked_fill(query_padding_mask[:, None, :], float("-inf"))
+    return (out, lse) if return_lse else out
 
 
 def sparse_attention(q, k, v, pattern: Pattern, causal: bool = True, key_padding_mask=None,
-                     scale=None, backend: str = "auto", return_lse: bool = False):
+                     scale=None, backend: str = "auto", return_lse: bool = False, *,
+                     q_offset: int | None = None, query_padding_mask=None):
     """Attention restricted to ``pattern``.
 
-    q, k, v: (batch, heads, seq, head_dim), one dtype and device. ``key_padding_mask``: optional
-    bool (batch, seq), True marks padding keys (PyTorch's convention). ``scale`` defaults to
-    head_dim ** -0.5. Returns a tensor of q's shape and dtype (and the float32 log-sum-exp per
-    query, shape (batch, heads, seq), with ``return_lse=True``). Queries with no allowed key give
-    zeros and zero gradients.
+    q: (batch, heads, q_len, head_dim); k, v: (batch, kv_heads, k_len, head_dim), one dtype and
+    device. ``kv_heads`` divides ``heads`` (grouped-query attention: query head i reads key/value
+    head i // (heads // kv_heads)). Query i sits at absolute position ``q_offset + i`` and key j
+    at position j; causality (key position <= query position) and the pattern's predicate are
+    evaluated on these positions. ``q_offset`` defaults to ``k_len - q_len`` (the queries are
+    the last positions: decoding against a cache), or 0 when q_len > k_len.
+    ``key_padding_mask``: optional bool (batch, k_len), True marks padding keys (PyTorch's
+    convention); ``query_padding_mask``: optional bool (batch, q_len), True marks padding queries,
+    whose output and gradients are zero. ``scale`` defaults to head_dim ** -0.5. Returns a
+    tensor of q's shape and dtype (and the float32 log-sum-exp per query, shape
+    (batch, heads, q_len), with ``return_lse=True``; -inf for rows without keys). Queries with
+    no allowed key give zeros and zero gradients.
+
+    ``backend="sdpa"`` is PyTorch's dense SDPA: it takes the Dense pattern only.
     """
-    validate(q, k, v, pattern, causal, key_padding_mask, scale)
+    q_offset = validate(q, k, v, pattern, causal, key_padding_mask, scale, q_offset,
+                        query_padding_mask)
+    aligned = q_offset == 0 and q.shape[2] == k.shape[2]
     if backend == "auto":
         backend = choose_backend(q, pattern, causal, key_padding_mask)
-    elif backend != "sdpa":
+        if (not aligned and not _FORCED and backend not in GENERAL_BACKENDS
+                and backend != "sdpa" and 2 * q.shape[2] < k.shape[2]):
+            # A square backend would compute every row of the frame; few queries (decoding)
+            # are cheaper through the blocked path, which lists only their key blocks.
+            backend = "blocked"
+    elif backend == "sdpa":
+        if not isinstance(pattern, Dense):
+            raise ValueError(f"backend='sdpa' is dense attention and takes only the Dense "
+                             f"pattern, got {pattern.name}; use backend='auto' or one of "
+                             f"{list(BACKENDS)} for a sparse pattern")
+    else:
         _check_backend_name(backend)
-    fn = _sdpa_dense if backend == "sdpa" else BACKENDS[backend]
+    extra = dict(q_offset=q_offset, query_padding_mask=query_padding_mask)
     # Backends choose their own precision for the inputs' dtype (fp32 accumulation for half
     # inputs); an enclosing autocast region must not recast their internal products.
     with torch.autocast(q.device.type, enabled=False):
-        return fn(q, k, v, pattern, causal=causal, key_padding_mask=key_padding_mask,
-                  scale=scale, return_lse=return_lse)
+        if backend == "sdpa" or backend in GENERAL_BACKENDS:
+            fn = _sdpa_dense if backend == "sdpa" else BACKENDS[backend]
+            return fn(q, k, v, pattern, causal=causal, key_padding_mask=key_padding_mask,
+                      scale=scale, return_lse=return_lse, **extra)
+        return _square_call(BACKENDS[backend], q, k, v, pattern, causal, key_padding_mask,
+                            scale, return_lse, **extra)
 
 
 def _register_gpu_backends() -> None:
