@@ -36,7 +36,8 @@ def test_checkpoint_round_trip(tmp_path, data):
     losses(t, 3)
     path = t.save()
     assert sorted(p.name for p in path.iterdir()) == [
-        "model.safetensors", "optimizer.safetensors", "rng.safetensors", "state.json"]
+        "manifest.json", "model.safetensors", "optimizer.safetensors", "rng.safetensors",
+        "state.json"]
     u = Trainer(cfg(), tmp_path, data=data, progress=False)
     assert u.resume() and u.step == 3
     for (k, a), b in zip(t.model.state_dict().items(), u.model.state_dict().values()):

@@ -1,25 +1,67 @@
-"""Checkpoints: safetensors for every tensor, JSON for everything else, written atomically.
+"""Checkpoints: safetensors for every tensor, JSON for everything else, written atomically, verified.
 
+A run folder holds ``run.json`` (the run's id and first config), ``log.jsonl`` and checkpoints.
 A checkpoint is a folder ``step_XXXXXXXX`` holding ``model.safetensors``, ``optimizer.safetensors``
-(the optimizer's tensors, flattened), ``state.json`` (config, step, optimizer scalars, RNG states,
-loss scaler) and is first written under a temporary name, every file fsynced, then renamed into
-place; ``latest`` (a one-line file, itself replaced atomically) names the newest complete one.
-A run killed at any moment leaves either the old or the new checkpoint, never half of one.
+(the optimizer's tensors, flattened), ``rng.safetensors``, ``state.json`` (config, step, optimizer
+scalars, loss scaler, elapsed time) and ``manifest.json`` (the run id, and the size and sha256 of
+every other file). It is written under a temporary name, every file fsynced, then renamed into
+place. A run killed at any moment leaves either the old or the new checkpoint, never half of one.
+
+The folder is the truth, not a pointer: ``find_checkpoint`` scans the ``step_*`` folders, newest
+first, and takes the first one whose manifest checks (every file present, sizes and sha256 equal).
+A damaged one is reported with its path and the one before it is used. ``latest`` (a one-line
+file naming the newest checkpoint) is still written, for people and other tools, but it is only a
+hint: it is never followed outside the run folder and discovery never depends on it.
+
+What a run may delete: only checkpoints and temporary folders whose manifest (or name) carries its
+own run id. A folder that would be overwritten (a damaged checkpoint of the same step, a foreign
+one) is renamed aside to ``step_XXXXXXXX.superseded-N`` and kept. Symbolic links in a run folder
+are never followed: a linked ``step_*`` folder is not a checkpoint.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load as load_tensors_bytes
+from safetensors.torch import save_file
 
 LATEST = "latest"
+MANIFEST = "manifest.json"
+RUN_FILE = "run.json"
+LOG_FILE = "log.jsonl"
+FILES = ("model.safetensors", "optimizer.safetensors", "rng.safetensors", "state.json")
+FORMAT = 1
+_STEP = re.compile(r"^step_(\d{8,})$")
 
 
+class CheckpointError(RuntimeError):
+    """A checkpoint (or every checkpoint of a run) is missing a file, damaged or unreadable."""
+
+    def __init__(self, path: str | Path, reason: str):
+        self.path = Path(path)
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+
+class RunWriteError(RuntimeError):
+    """Writing a checkpoint or the log failed (a full disk, a read-only folder, ...)."""
+
+
+class RunFolderError(RuntimeError):
+    """A run folder holds another run's files: a new run refuses to write there."""
+
+
+# -- small file helpers ---------------------------------------------------------------------------
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -33,17 +75,74 @@ def _fsync_file(path: Path) -> None:
         os.fsync(f.fileno())
 
 
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``path`` through a temporary file and a rename (a link at ``path`` is replaced, never
+    written through)."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
     _fsync_dir(path.parent)
 
 
+def step_of(path: Path) -> int | None:
+    m = _STEP.match(Path(path).name)
+    return int(m.group(1)) if m else None
+
+
+# -- the run folder -------------------------------------------------------------------------------
+def new_run_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+def read_run_file(run_dir: str | Path) -> dict | None:
+    """``run.json`` of a run folder ({"run_id", "config"}), or None when there is none."""
+    p = Path(run_dir) / RUN_FILE
+    if p.is_symlink() or not p.is_file():
+        return None
+    try:
+        d = json.loads(p.read_text())
+    except (OSError, ValueError) as e:
+        raise CheckpointError(p, f"unreadable ({e}); move it away to start a new run here") from None
+    if not isinstance(d, dict) or not isinstance(d.get("run_id"), str):
+        raise CheckpointError(p, "holds no run_id; move it away to start a new run here")
+    return d
+
+
+def write_run_file(run_dir: str | Path, run_id: str, config: dict) -> None:
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / RUN_FILE, json.dumps({"run_id": run_id, "config": config},
+                                                     indent=1, default=str) + "\n")
+
+
+def run_files(run_dir: str | Path) -> list[str]:
+    """Names in ``run_dir`` that a training run writes (empty: nothing of a run is there)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return []
+    names = {RUN_FILE, LOG_FILE, LATEST, "summary.json"}
+    return sorted(p.name for p in run_dir.iterdir()
+                  if p.name in names or _STEP.match(p.name) or p.name.startswith(".tmp_step_"))
+
+
+# -- writing --------------------------------------------------------------------------------------
 def _flatten_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
     tensors, scalars = {}, {}
     for pid, st in state["state"].items():
@@ -82,71 +181,274 @@ def set_rng_state(tensors: dict[str, torch.Tensor]) -> None:
             torch.cuda.set_rng_state_all(states)
 
 
-def save_checkpoint(run_dir: str | Path, step: int, model: torch.nn.Module,
-                    optimizer: torch.optim.Optimizer, state: dict, keep: int = 2,
-                    rng: dict[str, torch.Tensor] | None = None) -> Path:
-    """Write checkpoint ``step`` under run_dir atomically and point ``latest`` at it.
-
-    ``rng``: the RNG states to store (default: this process's); distributed runs pass every
-    rank's."""
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    final = run_dir / f"step_{step:08d}"
-    tmp = Path(tempfile.mkdtemp(dir=run_dir, prefix=f".tmp_step_{step:08d}_"))
+def _write_files(tmp: Path, step: int, model, optimizer, state: dict, rng, run_id) -> None:
     model_tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_file(model_tensors, str(tmp / "model.safetensors"))
     opt_tensors, opt_meta = _flatten_optimizer(optimizer.state_dict())
     save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
-    rng = rng_state() if rng is None else rng
     save_file({k: v.contiguous() for k, v in rng.items()}, str(tmp / "rng.safetensors"))
     with open(tmp / "state.json", "w") as f:
         json.dump({**state, "step": step, "optimizer": opt_meta}, f, indent=1, default=str)
+    files = {name: {"bytes": (tmp / name).stat().st_size, "sha256": sha256_file(tmp / name)}
+             for name in FILES}
+    with open(tmp / MANIFEST, "w") as f:
+        json.dump({"format": FORMAT, "step": step, "run_id": run_id, "files": files}, f, indent=1)
     for p in tmp.iterdir():
         _fsync_file(p)
     _fsync_dir(tmp)
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    _fsync_dir(run_dir)
-    atomic_write_text(run_dir / LATEST, final.name + "\n")
-    _prune(run_dir, keep)
+
+
+def _set_aside(path: Path) -> Path:
+    """Rename ``path`` to ``<name>.superseded-N`` (kept, never deleted); returns the new name."""
+    n = 1
+    while (path.parent / f"{path.name}.superseded-{n}").exists():
+        n += 1
+    aside = path.parent / f"{path.name}.superseded-{n}"
+    os.replace(path, aside)
+    return aside
+
+
+def save_checkpoint(run_dir: str | Path, step: int, model: torch.nn.Module,
+                    optimizer: torch.optim.Optimizer, state: dict, keep: int = 2,
+                    rng: dict[str, torch.Tensor] | None = None, run_id: str | None = None,
+                    log: Callable[[str], None] | None = None) -> Path:
+    """Write checkpoint ``step`` under run_dir atomically, point ``latest`` at it, and delete this
+    run's checkpoints older than the ``keep`` newest.
+
+    ``rng``: the RNG states to store (default: this process's); distributed runs pass every
+    rank's. ``run_id``: the run's id (see the module doc for what it allows to delete). Raises
+    ``RunWriteError`` when a write fails; the checkpoints already there are untouched then."""
+    run_dir = Path(run_dir)
+    final = run_dir / f"step_{step:08d}"
+    tmp = None
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=run_dir, prefix=f".tmp_step_{step:08d}_{run_id or 'x'}_"))
+        _write_files(tmp, step, model, optimizer, state, rng_state() if rng is None else rng,
+                     run_id)
+        if final.exists() or final.is_symlink():
+            aside = _set_aside(final)
+            if log:
+                log(f"{final} already existed (damaged or from another run): kept as {aside}")
+        os.replace(tmp, final)
+        tmp = None
+        _fsync_dir(run_dir)
+        atomic_write_text(run_dir / LATEST, final.name + "\n")
+    except OSError as e:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        good = find_checkpoint(run_dir)
+        kept = f"the last complete checkpoint {good} is kept" if good else "no checkpoint was lost"
+        raise RunWriteError(f"could not write checkpoint {final}: {e}. Nothing was deleted; "
+                            f"{kept}. Free some space (or fix the folder) and continue the run "
+                            f"with --resume") from e
+    _prune(run_dir, step, keep, run_id)
     return final
 
 
-def _prune(run_dir: Path, keep: int) -> None:
-    ckpts = sorted(p for p in run_dir.glob("step_*") if p.is_dir())
-    for p in ckpts[:-keep] if keep > 0 else []:
+def _manifest_run_id(path: Path) -> str | None:
+    try:
+        return json.loads((path / MANIFEST).read_text()).get("run_id")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _prune(run_dir: Path, step: int, keep: int, run_id: str | None) -> None:
+    """Delete this run's checkpoints older than its ``keep`` newest up to ``step``, and this run's
+    temporary folders. Anything without this run's id is left alone."""
+    if run_id is None:
+        return
+    ours = sorted((p for p in _step_dirs(run_dir)
+                   if step_of(p) <= step and _manifest_run_id(p) == run_id), key=step_of)
+    for p in ours[:-keep] if keep > 0 else []:
         shutil.rmtree(p, ignore_errors=True)
-    for p in run_dir.glob(".tmp_step_*"):
-        shutil.rmtree(p, ignore_errors=True)
+    for p in run_dir.glob(f".tmp_step_*_{run_id}_*"):
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+
+
+# -- finding and verifying ------------------------------------------------------------------------
+def _step_dirs(run_dir: Path) -> list[Path]:
+    if not run_dir.is_dir():
+        return []
+    return [p for p in run_dir.iterdir()
+            if _STEP.match(p.name) and p.is_dir() and not p.is_symlink()]
+
+
+def list_checkpoints(run_dir: str | Path) -> list[Path]:
+    """Every ``step_*`` folder of a run folder (links excluded), newest first, unverified."""
+    return sorted(_step_dirs(Path(run_dir)), key=step_of, reverse=True)
+
+
+def verify_checkpoint(path: str | Path) -> None:
+    """Raise ``CheckpointError`` (naming the file) unless every file of the checkpoint is present
+    with the size and sha256 its manifest records. A folder without a manifest (written before
+    manifests existed) only needs its files present."""
+    path = Path(path)
+    if path.is_symlink() or not path.is_dir():
+        raise CheckpointError(path, "not a checkpoint folder")
+    mpath = path / MANIFEST
+    if not mpath.exists():
+        for name in FILES:
+            if not (path / name).is_file():
+                raise CheckpointError(path / name, "missing")
+        return
+    try:
+        manifest = json.loads(mpath.read_text())
+        files = manifest["files"]
+        complete = isinstance(files, dict) and set(FILES) <= set(files)
+    except (OSError, ValueError, KeyError, TypeError):
+        complete = False
+    if not complete:
+        raise CheckpointError(mpath, "damaged manifest")
+    for name, want in files.items():
+        f = path / name
+        if not isinstance(want, dict):
+            raise CheckpointError(mpath, "damaged manifest")
+        if "/" in name or name.startswith("."):
+            raise CheckpointError(mpath, f"names a file outside the checkpoint: {name!r}")
+        if f.is_symlink() or not f.is_file():
+            raise CheckpointError(f, "missing")
+        size = f.stat().st_size
+        if size != want.get("bytes"):
+            raise CheckpointError(f, f"{size} bytes, the manifest says {want.get('bytes')} "
+                                     "(truncated or overwritten)")
+        if sha256_file(f) != want.get("sha256"):
+            raise CheckpointError(f, "sha256 differs from the manifest (damaged)")
+
+
+def read_pointer(run_dir: str | Path) -> Path | None:
+    """The checkpoint ``latest`` names, when it is a plain ``step_*`` name inside the run folder;
+    None otherwise (missing, a link, a path, anything else: it is only a hint)."""
+    p = Path(run_dir) / LATEST
+    if p.is_symlink() or not p.is_file():
+        return None
+    try:
+        name = p.read_text(errors="replace").strip()
+    except OSError:
+        return None
+    return Path(run_dir) / name if _STEP.match(name) else None
+
+
+def find_checkpoint(run_dir: str | Path, warn: Callable[[str], None] | None = None) -> Path | None:
+    """The newest complete checkpoint of a run folder (or a checkpoint folder itself), verified.
+
+    Damaged checkpoints newer than the one returned are reported through ``warn``. A checkpoint
+    folder passed directly must verify (``CheckpointError`` otherwise)."""
+    run_dir = Path(run_dir)
+    if (run_dir / MANIFEST).exists() or (run_dir / "model.safetensors").exists():
+        verify_checkpoint(run_dir)
+        return run_dir
+    found = None
+    for p in list_checkpoints(run_dir):
+        try:
+            verify_checkpoint(p)
+        except CheckpointError as e:
+            if warn:
+                warn(f"skipping a damaged checkpoint: {e}")
+            continue
+        found = p
+        break
+    hint = read_pointer(run_dir)
+    if warn and (run_dir / LATEST).exists() and hint is None:
+        warn(f"ignoring {run_dir / LATEST}: it does not name a step_* folder of this run")
+    return found
 
 
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
-    """The newest complete checkpoint of a run folder, or a checkpoint folder itself."""
-    run_dir = Path(run_dir)
-    if (run_dir / "model.safetensors").exists():
-        return run_dir
-    pointer = run_dir / LATEST
-    if not pointer.exists():
-        return None
-    path = run_dir / pointer.read_text().strip()
-    return path if (path / "state.json").exists() else None
+    """``find_checkpoint`` without reports (None when the run has no complete checkpoint)."""
+    return find_checkpoint(run_dir)
+
+
+def damaged_checkpoints(run_dir: str | Path) -> list[CheckpointError]:
+    out = []
+    for p in list_checkpoints(run_dir):
+        try:
+            verify_checkpoint(p)
+        except CheckpointError as e:
+            out.append(e)
+    return out
+
+
+# -- loading --------------------------------------------------------------------------------------
+@dataclass
+class Loaded:
+    """Everything a checkpoint holds, read into memory (nothing applied yet)."""
+    path: Path
+    state: dict
+    model: dict[str, torch.Tensor]
+    optimizer: dict[str, torch.Tensor]
+    rng: dict[str, torch.Tensor]
+
+
+def _read_tensors(path: Path, device="cpu") -> dict[str, torch.Tensor]:
+    try:
+        tensors = load_tensors_bytes(path.read_bytes())
+    except Exception as e:  # safetensors raises its own error type for damaged files
+        raise CheckpointError(path, f"unreadable tensors ({e})") from None
+    return {k: v.to(device) for k, v in tensors.items()} if str(device) != "cpu" else tensors
 
 
 def load_state(ckpt: str | Path) -> dict:
-    with open(Path(ckpt) / "state.json") as f:
-        return json.load(f)
+    p = Path(ckpt) / "state.json"
+    try:
+        with open(p) as f:
+            state = json.load(f)
+    except (OSError, ValueError) as e:
+        raise CheckpointError(p, f"unreadable ({e})") from None
+    if not isinstance(state, dict) or "config" not in state or "step" not in state:
+        raise CheckpointError(p, "holds no config or step")
+    return state
+
+
+def load_checkpoint(ckpt: str | Path) -> Loaded:
+    """Verify ``ckpt`` and read it whole; ``CheckpointError`` names the file that is wrong."""
+    ckpt = Path(ckpt)
+    verify_checkpoint(ckpt)
+    return Loaded(ckpt, load_state(ckpt), _read_tensors(ckpt / "model.safetensors"),
+                  _read_tensors(ckpt / "optimizer.safetensors"),
+                  _read_tensors(ckpt / "rng.safetensors"))
 
 
 def load_model_weights(ckpt: str | Path, model: torch.nn.Module, device="cpu") -> None:
-    model.load_state_dict(load_file(str(Path(ckpt) / "model.safetensors"), device=str(device)))
+    model.load_state_dict(_read_tensors(Path(ckpt) / "model.safetensors", device))
 
 
 def load_optimizer(ckpt: str | Path, optimizer: torch.optim.Optimizer, state: dict) -> None:
-    tensors = load_file(str(Path(ckpt) / "optimizer.safetensors"))
+    tensors = _read_tensors(Path(ckpt) / "optimizer.safetensors")
     optimizer.load_state_dict(_unflatten_optimizer(tensors, state["optimizer"]))
 
 
 def load_rng(ckpt: str | Path) -> dict[str, torch.Tensor]:
     """The stored RNG states (see ``set_rng_state``)."""
-    return load_file(str(Path(ckpt) / "rng.safetensors"))
+    return _read_tensors(Path(ckpt) / "rng.safetensors")
+
+
+# -- the log --------------------------------------------------------------------------------------
+def read_log(run_dir: str | Path) -> list[dict]:
+    """The records of ``log.jsonl`` (a torn last line, left by a kill, is skipped)."""
+    p = Path(run_dir) / LOG_FILE
+    if not p.is_file():
+        return []
+    out = []
+    for line in p.read_text(errors="replace").splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(rec, dict) and isinstance(rec.get("step"), int):
+            out.append(rec)
+    return out
+
+
+def truncate_log(run_dir: str | Path, step: int) -> list[dict]:
+    """Keep the records of steps <= ``step`` (those a resumed run does not redo); returns them."""
+    p = Path(run_dir) / LOG_FILE
+    if not p.is_file():
+        return []
+    recs = read_log(run_dir)
+    kept = [r for r in recs if r["step"] <= step]
+    text = "".join(json.dumps(r) + "\n" for r in kept)
+    if text != p.read_text(errors="replace"):
+        atomic_write_text(p, text)
+    return kept

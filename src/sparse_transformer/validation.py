@@ -1,0 +1,266 @@
+"""Argument checks, one function per entry point, run before any data loads or any step runs.
+
+Each error is a ``ConfigError`` (a ``ValueError``) whose message names the argument, the value
+given and the values allowed. The entry points:
+
+* ``check_run_config(cfg)``: a ``RunConfig`` as the library takes it (``Trainer`` calls it first);
+* ``check_train_command(...)``, ``check_eval_command(...)``, ``check_sample_command(...)``: the
+  command line's ``train``, ``eval`` and ``sample`` (the run folder, the data path, the flags);
+* ``check_resume_overrides(saved, new)``: a ``--resume`` whose overrides change the shape of a
+  weight is refused before the checkpoint's tensors are read;
+* ``check_data_splits(cfg, data)``: once the data is opened (memory-mapped), before the model is
+  built: every split that training or evaluation reads must be long enough for the context.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from pathlib import Path
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+COMPILE = ("auto", "on", "off")
+
+
+class ConfigError(ValueError):
+    """A bad argument: the message names it, the value given and the values allowed."""
+
+
+# -- primitives -----------------------------------------------------------------------------------
+def _int(name: str, v, lo: int, hi: int | None = None, hint: str = "") -> None:
+    if isinstance(v, bool) or not isinstance(v, int) or v < lo or (hi is not None and v > hi):
+        allowed = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
+        raise ConfigError(f"{name} must be an int {allowed}, got {v!r}{hint}")
+
+
+def _float(name: str, v, lo: float, hi: float = math.inf, lo_open: bool = False,
+           hi_open: bool = False, hint: str = "") -> None:
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    ok = ok and (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
+    if not ok:
+        left, right = "(" if lo_open else "[", ")" if hi_open or hi == math.inf else "]"
+        hi_s = "inf" if hi == math.inf else f"{hi:g}"
+        raise ConfigError(f"{name} must be a finite number in {left}{lo:g}, {hi_s}{right}, "
+                          f"got {v!r}{hint}")
+
+
+def _choice(name: str, v, allowed) -> None:
+    if v not in allowed:
+        raise ConfigError(f"{name} must be one of {tuple(allowed)}, got {v!r}")
+
+
+def check_device(name: str, value) -> None:
+    import torch
+
+    ok = isinstance(value, str)
+    if ok and value != "auto":
+        try:
+            ok = torch.device(value).type in ("cpu", "cuda", "mps", "xpu")
+        except (RuntimeError, ValueError):
+            ok = False
+    if not ok:
+        raise ConfigError(f"{name} must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {value!r}")
+
+
+def check_data_path(name: str, path) -> None:
+    """A data file or folder the user names: it must exist, be readable and hold bytes."""
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"{name}: {str(p)!r} does not exist (a file or a folder of files "
+                          "is allowed)")
+    if p.is_dir():
+        if not os.access(p, os.R_OK | os.X_OK):
+            raise ConfigError(f"{name}: the folder {str(p)!r} is not readable")
+        return
+    if not p.is_file():
+        raise ConfigError(f"{name}: {str(p)!r} is not a regular file or a folder")
+    if not os.access(p, os.R_OK):
+        raise ConfigError(f"{name}: the file {str(p)!r} is not readable")
+    size = p.stat().st_size
+    if size < 1000:
+        raise ConfigError(f"{name}: the file {str(p)!r} holds {size} bytes; a data file must "
+                          "hold at least 1000 bytes (90% train, 5% valid, 5% test)")
+
+
+def check_output_dir(name: str, path) -> None:
+    """A folder to write into: an existing folder, or one that can be created; nothing is made."""
+    p = Path(path)
+    if p.exists() or p.is_symlink():
+        if not p.is_dir():
+            raise ConfigError(f"{name}: {str(p)!r} exists and is not a folder")
+        if not os.access(p, os.W_OK | os.X_OK):
+            raise ConfigError(f"{name}: the folder {str(p)!r} is not writable")
+        return
+    parent = p.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(f"{name}: {str(p)!r} cannot be created ({str(parent)!r} is not a "
+                          "folder)")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"{name}: {str(p)!r} cannot be created ({str(parent)!r} is not "
+                          "writable)")
+
+
+def check_output_file(name: str, path) -> None:
+    p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"{name}: {str(p)!r} is a folder; give a file name")
+    check_output_dir(name, p.absolute().parent)
+
+
+# -- the library's config ---------------------------------------------------------------------------
+def check_model_config(m) -> None:
+    """Re-runs ``ModelConfig``'s own checks on the current values (fields may have been set after
+    construction), then the numeric ones it leaves out."""
+    _float("model.ff_mult", m.ff_mult, 0.0, lo_open=True)
+    _float("model.qk_ratio", m.qk_ratio, 0.0, lo_open=True)
+    _float("model.dropout", m.dropout, 0.0, 1.0, hi_open=True)
+    try:
+        dataclasses.replace(m)
+    except (TypeError, ValueError) as e:
+        msg = str(e)
+        raise ConfigError(msg if msg.startswith("model.") else f"model.{msg}") from None
+
+
+def check_train_config(t) -> None:
+    for name, lo in (("steps", 1), ("batch_size", 1), ("eval_every", 1), ("eval_batches", 1),
+                     ("log_every", 1), ("warmup", 0), ("seed", 0), ("sample_bytes", 0),
+                     ("num_threads", 0)):
+        _int(f"train.{name}", getattr(t, name), lo)
+    _int("train.checkpoint_every", t.checkpoint_every, 1,
+         hint=" (a value above train.steps saves only at the end)")
+    _int("train.final_eval_bytes", t.final_eval_bytes, -1,
+         hint=" (0 scores the whole split, -1 skips the final evaluation)")
+    _float("train.lr", t.lr, 0.0, lo_open=True)
+    _float("train.min_lr_ratio", t.min_lr_ratio, 0.0, 1.0)
+    _float("train.weight_decay", t.weight_decay, 0.0)
+    _float("train.grad_clip", t.grad_clip, 0.0, lo_open=True)
+    _float("train.time_limit", t.time_limit, 0.0, hint=" (0: no limit)")
+    betas = tuple(t.betas) if isinstance(t.betas, (tuple, list)) else t.betas
+    if not isinstance(betas, tuple) or len(betas) != 2:
+        raise ConfigError(f"train.betas must be two numbers in [0, 1), got {t.betas!r}")
+    for i, b in enumerate(betas):
+        _float(f"train.betas[{i}]", b, 0.0, 1.0, hi_open=True)
+    _choice("train.precision", t.precision, PRECISIONS)
+    check_device("train.device", t.device)
+    if hasattr(t, "compile"):
+        _choice("train.compile", t.compile, COMPILE)
+
+
+def check_data_config(d) -> None:
+    from .data import KINDS
+
+    _choice("data.kind", d.kind, KINDS)
+    for name in ("limit", "length", "pieces"):
+        _int(f"data.{name}", getattr(d, name), 0)
+    if d.length == 1:
+        raise ConfigError("data.length must be 0 (the model's seq_len) or an int >= 2, got 1")
+    _int("data.rate", d.rate, 1)
+    if not isinstance(d.source, str) or not d.source:
+        raise ConfigError(f"data.source must be a non-empty string, got {d.source!r}")
+    if d.kind == "image":
+        from .data.images import IMAGE_SHAPES
+
+        _choice("data.source (kind='image')", d.source, sorted(IMAGE_SHAPES))
+    elif d.kind == "text" and d.source not in ("embedded", "enwik8"):
+        check_data_path("data.source", d.source)
+    elif d.kind == "audio" and d.source != "bach":
+        if not Path(d.source).is_dir():
+            raise ConfigError(f"data.source (kind='audio') must be 'bach' or a folder of audio "
+                              f"files, got {d.source!r}")
+
+
+def check_run_config(cfg, source: bool = True) -> None:
+    """Everything a ``RunConfig`` holds, before any data loads (``Trainer`` calls this first).
+    ``source=False``: the data is given in memory, so ``data.source`` is not looked at."""
+    check_model_config(cfg.model)
+    check_train_config(cfg.train)
+    if source:
+        check_data_config(cfg.data)
+
+
+# -- the data, once opened --------------------------------------------------------------------------
+def check_data_splits(cfg, data: dict, splits=("train", "valid")) -> None:
+    """Every split that training and its evaluations read fits the model's context: text splits
+    hold at least seq_len + 1 bytes; sequence splits (images, audio) are non-empty with rows no
+    longer than seq_len. Runs before the model is built and before any step."""
+    n = cfg.model.seq_len
+    for split in splits:
+        if split not in data:
+            raise ConfigError(f"the data has no {split!r} split (it has {sorted(data)})")
+        arr = data[split]
+        if getattr(arr, "ndim", 1) == 2:
+            if len(arr) == 0:
+                raise ConfigError(f"the {split!r} split holds no sequences")
+            if arr.shape[1] > n:
+                raise ConfigError(f"model.seq_len={n} is shorter than the {split!r} split's "
+                                  f"sequences ({arr.shape[1]} bytes); set model.seq_len >= "
+                                  f"{arr.shape[1]}")
+        elif len(arr) < n + 1:
+            raise ConfigError(f"model.seq_len={n} needs splits of at least {n + 1} bytes, but "
+                              f"the {split!r} split holds {len(arr)}; allowed: model.seq_len <= "
+                              f"{max(0, len(arr) - 1)}, or more data")
+
+
+# -- the command line -------------------------------------------------------------------------------
+def check_resume_overrides(saved, new) -> None:
+    """``saved``, ``new``: the checkpoint's ``ModelConfig`` and the one after the overrides. Any
+    change to the shape of a weight is refused (built on the meta device: nothing allocated)."""
+    import torch
+
+    from .models import SparseTransformer
+
+    def shapes(m):
+        with torch.device("meta"):
+            return {k: tuple(v.shape) for k, v in SparseTransformer(m).state_dict().items()}
+
+    a, b = shapes(saved), shapes(new)
+    if a == b:
+        return
+    changed = [f.name for f in dataclasses.fields(saved)
+               if getattr(saved, f.name) != getattr(new, f.name)]
+    diff = sorted(set(a) ^ set(b)) or [k for k in a if a[k] != b[k]]
+    what = ", ".join(f"model.{c}: {getattr(saved, c)!r} -> {getattr(new, c)!r}" for c in changed)
+    raise ConfigError(f"--resume cannot change the model's shape ({what}; e.g. weight "
+                      f"{diff[0]!r}); allowed on resume: overrides that keep every weight's "
+                      "shape (train.*, model.dropout, model.backend, ...)")
+
+
+def check_train_command(cfg, out, data_path=None) -> None:
+    """``train``: the config (after overrides), the run folder and the data path."""
+    check_output_dir("--out", out)
+    if data_path:
+        check_data_path("--data", data_path)
+    check_run_config(cfg)
+
+
+def check_eval_command(cfg, split: str, min_context, batch_size: int, max_bytes: int,
+                       device: str, data_path=None) -> None:
+    """``eval``: the flags against the checkpoint's config (read from its small state.json)."""
+    _choice("--split", split, ("train", "valid", "test"))
+    if min_context is not None:
+        _int("--min-context", min_context, 0, cfg.model.seq_len - 1,
+             hint=f" (the model's context is {cfg.model.seq_len})")
+    _int("--batch-size", batch_size, 1)
+    _int("--max-bytes", max_bytes, 0, hint=" (0: the whole split)")
+    check_device("--device", device)
+    if data_path:
+        check_data_path("--data", data_path)
+
+
+def check_sample_command(cfg, length: int, temperature: float, top_k: int, num: int,
+                         prefix_fraction: float, seed: int, device: str, out=None) -> None:
+    """``sample``: the flags against the checkpoint's config."""
+    _int("--length", length, 0)
+    _float("--temperature", temperature, 0.0, hint=" (0: greedy)")
+    _int("--top-k", top_k, 0, cfg.model.vocab_size, hint=" (0: no cut)")
+    _int("--num", num, 1)
+    _float("--prefix-fraction", prefix_fraction, 0.0, 1.0, hi_open=True)
+    _int("--seed", seed, 0)
+    check_device("--device", device)
+    if out:
+        if cfg.data.kind == "audio":
+            check_output_dir("--out", out)
+        else:
+            check_output_file("--out", out)
