@@ -1,4 +1,4 @@
-"""Command line: ``sparse-transformer train | eval | sample | pattern``.
+"""Command line: ``sparse-transformer train | eval | sample | pattern | classify | listops``.
 
 Configs are dataclasses; a preset gives them values and ``key=value`` arguments override fields,
 e.g. ``sparse-transformer train --preset demo model.d_model=128 train.steps=50`` (a bare field
@@ -347,6 +347,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--bidirectional", action="store_true")
     d.add_argument("--out", default="pattern.png")
     d.set_defaults(fn=cmd_pattern)
+
+    from .cli_classify import add_parsers  # classify | listops
+
+    add_parsers(sub)
     return p
 
 

