@@ -15,6 +15,7 @@ from pathlib import Path
 
 from .models import RunConfig, get_preset
 from .models.presets import PRESETS
+from .patterns import PATTERN_KINDS
 
 
 def _coerce(value: str, current, name: str):
@@ -274,6 +275,13 @@ def cmd_plot(args) -> int:
     return 0
 
 
+def _positions(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(p) for p in text.split(",") if p.strip())
+    except ValueError:
+        raise SystemExit(f"error: --global-tokens must be comma-separated positions, got {text!r}") from None
+
+
 def cmd_pattern(args) -> int:
     from .models import ModelConfig
     from .viz import save_pattern_png
@@ -281,7 +289,10 @@ def cmd_pattern(args) -> int:
     try:
         mc = ModelConfig(pattern=args.pattern, stride=args.stride, summary=args.summary,
                          window=args.window, distinct_heads=args.distinct_heads,
-                         seq_len=max(args.seq_len, 1))
+                         global_tokens=_positions(args.global_tokens),
+                         random_blocks=args.random_blocks,
+                         random_block_size=args.random_block_size,
+                         pattern_seed=args.pattern_seed, seq_len=max(args.seq_len, 1))
         pat = mc.build_pattern()
     except ValueError as e:
         raise SystemExit(f"error: {e}") from None
@@ -337,11 +348,16 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(fn=cmd_plot)
 
     d = sub.add_parser("pattern", help="draw a pattern's connectivity matrix and print density")
-    d.add_argument("--pattern", default="strided", choices=["strided", "fixed", "local", "dense"])
+    d.add_argument("--pattern", default="strided", choices=list(PATTERN_KINDS))
     d.add_argument("--stride", type=int, default=8)
     d.add_argument("--summary", type=int, default=2)
     d.add_argument("--window", type=int, default=8)
     d.add_argument("--distinct-heads", action="store_true")
+    d.add_argument("--global-tokens", default="0",
+                   help="bigbird / longformer: comma-separated global positions ('' for none)")
+    d.add_argument("--random-blocks", type=int, default=2, help="bigbird: random blocks per query block")
+    d.add_argument("--random-block-size", type=int, default=8, help="bigbird: random block size")
+    d.add_argument("--pattern-seed", type=int, default=0, help="bigbird: seed of the random blocks")
     d.add_argument("--head", type=int, default=0)
     d.add_argument("--seq-len", type=int, default=64)
     d.add_argument("--bidirectional", action="store_true")

@@ -10,6 +10,7 @@ from .global_ import Global
 from .layout import BlockLayout, block_layout, count_pairs, dense_mask
 from .local import Local
 from .per_head import PerHead
+from .presets import PATTERN_KINDS, bigbird, build_pattern, longformer
 from .random import Random
 from .strided import Column, Strided
 from .union import Union
@@ -17,4 +18,5 @@ from .union import Union
 __all__ = [
     "Pattern", "Dense", "Local", "Strided", "Column", "Fixed", "Block", "Summary", "Global",
     "Random", "Union", "PerHead", "BlockLayout", "block_layout", "count_pairs", "dense_mask",
+    "PATTERN_KINDS", "bigbird", "longformer", "build_pattern",
 ]
