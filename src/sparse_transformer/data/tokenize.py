@@ -154,7 +154,9 @@ class TextTokenizer:
 
 def pad_ids(seqs, max_length: int, pad_multiple: int = 1, pad_to: int | None = None) -> Encoded:
     """Id sequences (without [CLS]) -> an ``Encoded`` batch: [CLS] first, truncated, padded."""
-    cut = [list(s[:max_length - 1]) for s in seqs]
+    import numpy as np
+
+    cut = [np.asarray(s[:max_length - 1], dtype=np.int64) for s in seqs]
     truncated = sum(len(s) > max_length - 1 for s in seqs)
     longest = 1 + max((len(s) for s in cut), default=0)
     if pad_to is None:
@@ -167,6 +169,6 @@ def pad_ids(seqs, max_length: int, pad_multiple: int = 1, pad_to: int | None = N
     pad = torch.ones(len(cut), length, dtype=torch.bool)
     ids[:, 0] = SPECIALS.index(CLS)
     for i, s in enumerate(cut):
-        ids[i, 1:1 + len(s)] = torch.tensor(s, dtype=torch.long)
+        ids[i, 1:1 + len(s)] = torch.from_numpy(s)
         pad[i, :1 + len(s)] = False
     return Encoded(ids, pad, truncated)

@@ -149,6 +149,7 @@ class ClassifierTrainer:
         self.train_time = 0.0  # seconds spent in training steps (evaluation excluded)
         self.tokens = 0  # real (non-padding) tokens trained on
         self.padded_tokens = 0
+        self.step_times: list[float] = []  # seconds per training step of this process
 
     # -- batches --------------------------------------------------------------------------------
     @property
@@ -265,7 +266,9 @@ class ClassifierTrainer:
                                            self.train_split.labels[idx])
                     if self.device.type == "cuda":
                         torch.cuda.synchronize(self.device)
-                    self.train_time += time.perf_counter() - t0
+                    dt = time.perf_counter() - t0
+                    self.train_time += dt
+                    self.step_times.append(dt)
                     losses.append(loss)
                     self.batch_in_epoch += 1
                     if bar is not None:
