@@ -79,7 +79,9 @@ def test_override_types():
     c = apply_overrides(get_preset("tiny"), ["lr=0.5", "model.n_layers=3", "betas=0.8,0.9",
                                              "checkpointing=true", "data.source=/x"])
     assert c.train.lr == 0.5 and c.model.n_layers == 3 and c.train.betas == (0.8, 0.9)
-    assert c.model.checkpointing is True and c.data.source == "/x"
+    assert c.model.checkpointing == "block" and c.data.source == "/x"
+    c = apply_overrides(get_preset("tiny"), ["checkpointing=attention", "train.compile=off"])
+    assert c.model.checkpointing == "attention" and c.train.compile == "off"
 
 
 def test_train_on_a_file(tmp_path):

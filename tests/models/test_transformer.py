@@ -75,15 +75,16 @@ def test_checkpointing_gives_same_loss_and_grads():
             p.normal_(0, 0.1)
     x = torch.randint(0, 256, (2, 48))
     grads = []
-    for ck in (False, True):
+    for ck in ("none", "block", "attention"):
         m.cfg.checkpointing = ck
         m.zero_grad()
         loss = m.loss(x[:, :-1], x[:, 1:])
         loss.backward()
         grads.append((loss.item(), [p.grad.clone() for p in m.parameters()]))
-    assert grads[0][0] == pytest.approx(grads[1][0], rel=1e-6)
-    for g0, g1 in zip(grads[0][1], grads[1][1]):
-        torch.testing.assert_close(g0, g1, rtol=1e-5, atol=1e-7)
+    for other in grads[1:]:
+        assert grads[0][0] == pytest.approx(other[0], rel=1e-6)
+        for g0, g1 in zip(grads[0][1], other[1]):
+            torch.testing.assert_close(g0, g1, rtol=1e-5, atol=1e-7)
 
 
 def test_overfits_a_tiny_batch():
@@ -155,3 +156,22 @@ def test_bad_input_is_refused():
         m(torch.zeros(1, 8))
     with pytest.raises(ValueError, match="seq_len"):
         m(torch.zeros(1, 49, dtype=torch.long))
+
+
+@pytest.mark.parametrize("mode", ["block", "attention"])
+def test_checkpointing_replays_dropout(mode):
+    """Recomputation draws the same dropout masks as the forward pass did."""
+    m = SparseTransformer(tiny(dropout=0.3))
+    with torch.no_grad():
+        for p in m.parameters():
+            p.normal_(0, 0.1)
+    x = torch.randint(0, 256, (2, 48))
+    grads = []
+    for ck in ("none", mode):
+        m.cfg.checkpointing = ck
+        m.zero_grad()
+        torch.manual_seed(7)
+        m.loss(x[:, :-1], x[:, 1:]).backward()
+        grads.append([p.grad.clone() for p in m.parameters()])
+    for g0, g1 in zip(*grads):
+        torch.testing.assert_close(g0, g1, rtol=1e-5, atol=1e-7)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .memory import normalize_checkpointing
 from ..patterns import PATTERN_KINDS, Pattern, build_pattern
 POSITION_KINDS = ("factorized", "data", "none")
 
@@ -29,7 +30,9 @@ class ModelConfig:
     mode: str = "merged"  # merged | interleaved | split
     position: str = "factorized"  # factorized (i // l, i % l) | data (data_shape) | none
     data_shape: tuple[int, ...] = field(default_factory=tuple)  # e.g. (32, 32, 3) for CIFAR-10
-    checkpointing: bool = False  # recompute each block in the backward pass
+    # Activation checkpointing: none | attention | block | auto (models/memory.py; true / false
+    # are read as block / none).
+    checkpointing: str = "none"
     backend: str = "auto"
 
     def __post_init__(self):
@@ -58,6 +61,7 @@ class ModelConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.ff_mult <= 0:
             raise ValueError(f"ff_mult must be > 0, got {self.ff_mult}")
+        self.checkpointing = normalize_checkpointing(self.checkpointing)
         self.data_shape = tuple(int(x) for x in self.data_shape)
         if self.position == "data":
             size = 1

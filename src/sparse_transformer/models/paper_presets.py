@@ -41,7 +41,7 @@ def enwik8() -> RunConfig:
     return RunConfig(
         model=ModelConfig(seq_len=12288, d_model=512, n_layers=30, n_heads=8, pattern="fixed",
                           stride=128, summary=32, mode="merged", dropout=0.4,
-                          position="factorized", checkpointing=True),
+                          position="factorized", checkpointing="auto"),
         train=_gpu_train(),  # lr: our choice (not in the paper)
         data=DataConfig(kind="text", source="enwik8"))
 
@@ -68,7 +68,7 @@ def cifar10() -> RunConfig:
         model=ModelConfig(seq_len=3072, d_model=256, n_layers=128, n_heads=2, ff_mult=2.0,
                           qk_ratio=0.5, pattern="strided", stride=96, mode="merged",
                           dropout=0.25, position="data", data_shape=(32, 32, 3),
-                          checkpointing=True),
+                          checkpointing="auto"),
         train=_gpu_train(lr=3.5e-4, batch_size=16),
         data=DataConfig(kind="image", source="cifar10"))
 
@@ -100,7 +100,7 @@ def imagenet64() -> RunConfig:
     return RunConfig(
         model=ModelConfig(seq_len=12288, d_model=512, n_layers=48, n_heads=16, pattern="strided",
                           stride=128, mode="merged", dropout=0.01, position="data",
-                          data_shape=(64, 64, 3), checkpointing=True),
+                          data_shape=(64, 64, 3), checkpointing="auto"),
         train=_gpu_train(),  # lr: our choice (not in the paper)
         data=DataConfig(kind="image", source="imagenet64"))
 
@@ -109,7 +109,7 @@ def imagenet64_small() -> RunConfig:
     return RunConfig(
         model=ModelConfig(seq_len=12288, d_model=256, n_layers=8, n_heads=8, pattern="strided",
                           stride=128, dropout=0.01, position="data", data_shape=(64, 64, 3),
-                          checkpointing=True),
+                          checkpointing="auto"),
         train=_small_train(batch_size=4),
         data=DataConfig(kind="image", source="imagenet64"))
 
@@ -122,7 +122,7 @@ def imagenet64_cpu() -> RunConfig:
 def audio() -> RunConfig:
     return RunConfig(  # the paper: 65,536 steps at 12 kHz; widths are our choice
         model=ModelConfig(seq_len=65536, d_model=256, n_layers=24, n_heads=4, pattern="strided",
-                          stride=256, position="factorized", checkpointing=True),
+                          stride=256, position="factorized", checkpointing="auto"),
         train=_gpu_train(batch_size=1),
         data=DataConfig(kind="audio", source="bach", rate=12000))
 

@@ -44,6 +44,8 @@ class TrainConfig:
     final_eval_bytes: int = 200_000  # held-out bytes scored at the end (0 = whole split)
     sample_bytes: int = 400  # bytes sampled at the end of training
     num_threads: int = 0  # torch CPU threads; 0 = torch's default
+    compile: str = "auto"  # auto | on | off: torch.compile each block (auto: on for CUDA)
+    cuda_graphs: bool = False  # with compile: replay each block as a CUDA graph (static shapes)
 
 
 @dataclass

@@ -56,8 +56,15 @@ class ResidualBlock(nn.Module):
         self.ff = FeedForward(cfg.d_model, cfg.ff_mult)
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, h, key_padding_mask=None, cache=None):
-        a = self.drop(self.attn(self.norm_a(h), key_padding_mask, cache=cache))
+    def attention_branch(self, h, key_padding_mask=None, cache=None):
+        """a(H) = dropout(attention(norm(H)))."""
+        return self.drop(self.attn(self.norm_a(h), key_padding_mask, cache=cache))
+
+    def forward(self, h, key_padding_mask=None, cache=None, recompute_attention: bool = False):
+        if recompute_attention and cache is None:
+            a = checkpoint(self.attention_branch, h, key_padding_mask, use_reentrant=False)
+        else:
+            a = self.attention_branch(h, key_padding_mask, cache)
         b = self.drop(self.ff(self.norm_b(h + a)))
         return h + a + b
 
@@ -135,12 +142,38 @@ class SparseTransformer(nn.Module):
             raise ValueError(f"sequence length {x.shape[1]} exceeds the model's seq_len "
                              f"{self.cfg.seq_len}")
         h = self.embed(x)
+        mode = "none"
+        if self.training and torch.is_grad_enabled():
+            mode = self.checkpoint_mode(x.numel(), x.device)
         for blk in self.blocks:
-            if self.cfg.checkpointing and self.training and torch.is_grad_enabled():
+            if mode == "block":
                 h = checkpoint(blk, h, key_padding_mask, use_reentrant=False)
             else:
-                h = blk(h, key_padding_mask)
+                h = blk(h, key_padding_mask, recompute_attention=mode == "attention")
         return self.head(self.norm(h)).float()
+
+    def checkpoint_mode(self, tokens: int, device) -> str:
+        """The activation checkpointing this training forward uses: ``cfg.checkpointing``, with
+        "auto" resolved once from the device's free memory (``models.memory``)."""
+        mode = self.cfg.checkpointing
+        if mode != "auto":
+            return mode
+        key = (tokens, str(device))
+        if getattr(self, "_auto_mode", (None,))[0] != key:
+            from .memory import available_bytes, choose_checkpointing
+
+            act = 4 if not torch.is_autocast_enabled(torch.device(device).type) else 2
+            chosen = choose_checkpointing(self.cfg, tokens, self.num_parameters(),
+                                          available_bytes(device), act_bytes=act)
+            self._auto_mode = (key, chosen)
+        return self._auto_mode[1]
+
+    def compile_blocks(self, **options) -> None:
+        """Regional compilation: ``torch.compile`` each residual block in place (the blocks share
+        one compiled graph per distinct pattern, so depth does not multiply the compile time).
+        Weights and state-dict names are unchanged."""
+        for blk in self.blocks:
+            blk.compile(**options)
 
     # -- incremental decoding ------------------------------------------------------------------
     def new_cache(self):

@@ -50,11 +50,23 @@ def lr_at(step: int, cfg) -> float:
 
 
 def make_optimizer(model: torch.nn.Module, cfg) -> torch.optim.Optimizer:
+    """AdamW, weight decay on matrices only; the fused CUDA kernel when the weights are on a GPU
+    (one launch for every tensor instead of several per tensor)."""
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas))
+    fused = all(p.is_cuda for p in model.parameters())
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), fused=fused or None)
+
+
+def compile_enabled(setting: str, device: torch.device) -> bool:
+    """``train.compile``: "on", "off", or "auto" (on for CUDA devices, where it fuses the
+    elementwise work around the matmuls; off on the CPU, where compiling costs more than a short
+    run gains)."""
+    if setting not in ("auto", "on", "off"):
+        raise ValueError(f"train.compile must be one of ('auto', 'on', 'off'), got {setting!r}")
+    return setting == "on" or (setting == "auto" and device.type == "cuda")
 
 
 def config_to_dict(cfg: RunConfig) -> dict:
@@ -90,6 +102,9 @@ class Trainer:
         self.data = data if data is not None else load_dataset(cfg.data, cfg.model.seq_len)
         torch.manual_seed(t.seed)
         self.model = SparseTransformer(cfg.model).to(self.device)
+        self.compiled = compile_enabled(t.compile, self.device)
+        if self.compiled:
+            self.model.compile_blocks(mode="reduce-overhead" if t.cuda_graphs else None)
         self.train_model = self.model
         if self.dist.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -98,9 +113,12 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=(t.precision == "fp16"))
         self.step = 0
         self.history: list[dict] = []
+        self._bad = None  # device flag: a non-finite loss since the last check (see _step)
+        self._bad_step = None
 
     # -- state ----------------------------------------------------------------------------------
     def save(self) -> Path:
+        self._check_finite()  # never write weights that a NaN step may have spoiled
         state = {"config": config_to_dict(self.cfg), "scaler": self.scaler.state_dict()}
         rng = dist_utils.gather_rng(ckpt.rng_state(), self.dist)
         path = None
@@ -130,6 +148,9 @@ class Trainer:
         # Each rank draws its own share of the global batch from its own stream.
         rng = batch_generator(t.seed, step, stream * self.dist.world + self.dist.rank)
         x, y = self._draw(self.data[split], t.batch_size // self.dist.world, rng)
+        if self.device.type == "cuda":  # copy while the GPU still works on the previous step
+            return (x.pin_memory().to(self.device, non_blocking=True),
+                    y.pin_memory().to(self.device, non_blocking=True))
         return x.to(self.device), y.to(self.device)
 
     def _draw(self, split, batch_size, rng):
@@ -139,6 +160,15 @@ class Trainer:
         return random_batch(split, self.cfg.model.seq_len, batch_size, rng)
 
     def train_step(self) -> float:
+        """One optimizer step; returns its loss (nats per byte), read back to the host."""
+        loss = self._step()
+        self._check_finite()
+        return dist_utils.all_mean(loss.item(), self.dist, self.device)
+
+    def _step(self) -> torch.Tensor:
+        """One optimizer step without waiting for the device: the loss stays a device tensor
+        and a non-finite loss is recorded on the device, to be checked at the next log step or
+        checkpoint (``_check_finite``), before anything is written."""
         t = self.cfg.train
         for g in self.optimizer.param_groups:
             g["lr"] = lr_at(self.step, t)
@@ -148,12 +178,13 @@ class Trainer:
         with ctx:
             logits = self.train_model(x)
             loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
-        value = dist_utils.all_mean(loss.item(), self.dist, self.device)
-        if not math.isfinite(value):
-            raise TrainingDiverged(
-                f"loss became {value} at step {self.step}; stopping. The last good "
-                f"checkpoint in {self.run_dir} is kept: lower the learning rate or use fp32 and "
-                f"resume with --resume")
+        bad = ~torch.isfinite(loss.detach())
+        if self._bad is None:
+            self._bad, self._bad_step = bad, torch.full((), -1, device=loss.device)
+        first = bad & (self._bad_step < 0)
+        self._bad_step = torch.where(first, torch.full_like(self._bad_step, self.step),
+                                     self._bad_step)
+        self._bad = self._bad | bad
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(self.optimizer)
@@ -161,7 +192,22 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.step += 1
-        return value
+        return loss.detach()
+
+    def _check_finite(self) -> None:
+        """Raise ``TrainingDiverged`` if any step since the last check had a NaN or infinite
+        loss (one host sync; every rank agrees)."""
+        if self._bad is None:
+            return
+        bad = dist_utils.all_mean(float(self._bad.item()), self.dist, self.device) > 0
+        step = int(self._bad_step.item())
+        self._bad = None
+        if bad:
+            where = f"at step {step}" if step >= 0 else f"before step {self.step}"
+            raise TrainingDiverged(
+                f"loss became NaN or infinite {where}; stopping. The last good "
+                f"checkpoint in {self.run_dir} is kept: lower the learning rate or use fp32 and "
+                f"resume with --resume")
 
     def evaluate(self, split: str = "valid", batches: int | None = None) -> float:
         """Quick held-out loss in bits/byte on fixed random windows (same every call)."""
@@ -212,11 +258,14 @@ class Trainer:
         last_t, last_step = t0, self.step
         try:
             while self.step < t.steps:
-                loss = self.train_step()
+                loss_t = self._step()
                 now = time.perf_counter()
                 if bar is not None:
                     bar.update(1)
                 if self.step % t.log_every == 0 or self.step == t.steps:
+                    self._check_finite()  # the host waits for the device here, and only here
+                    loss = dist_utils.all_mean(loss_t.item(), self.dist, self.device)
+                    now = time.perf_counter()
                     tps = tokens * (self.step - last_step) / max(1e-9, now - last_t)
                     last_t, last_step = now, self.step
                     rec = {"step": self.step, "loss_bpb": loss / LN2, "lr": lr_at(self.step - 1, t),

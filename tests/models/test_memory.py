@@ -1,0 +1,67 @@
+"""The activation checkpointing modes and the choice "auto" makes from a memory budget."""
+import pytest
+import torch
+
+from sparse_transformer.models import ModelConfig, SparseTransformer
+from sparse_transformer.models import memory
+
+
+def cfg(**kw):
+    base = dict(seq_len=64, d_model=32, n_layers=3, n_heads=2, pattern="fixed", stride=8,
+                summary=2)
+    base.update(kw)
+    return ModelConfig(**base)
+
+
+@pytest.mark.parametrize("given, mode", [(True, "block"), (False, "none"), ("true", "block"),
+                                         ("off", "none"), ("attention", "attention"),
+                                         ("AUTO", "auto")])
+def test_checkpointing_spellings(given, mode):
+    assert cfg(checkpointing=given).checkpointing == mode
+
+
+@pytest.mark.parametrize("bad", ["sometimes", 3, None])
+def test_bad_checkpointing_is_named(bad):
+    with pytest.raises(ValueError, match="checkpointing must be one of"):
+        cfg(checkpointing=bad)
+
+
+def test_estimates_order_and_scale():
+    c = cfg(d_model=512, n_layers=30, n_heads=8, seq_len=12288, stride=128, summary=32)
+    tokens = 2 * 12288
+    none, attn, block = (memory.activation_bytes(c, tokens, m) for m in memory.MODES)
+    assert none > attn > block
+    # Twice the tokens, about twice the activations; fp32 activations cost more than bf16.
+    assert memory.activation_bytes(c, 2 * tokens, "none") == pytest.approx(2 * none, rel=1e-6)
+    assert memory.activation_bytes(c, tokens, "none", act_bytes=4) > none
+
+
+def test_auto_picks_the_cheapest_mode_that_fits():
+    c = cfg(d_model=512, n_layers=30, n_heads=8, seq_len=12288, stride=128, summary=32)
+    tokens, params = 2 * 12288, 94_000_000
+    need = {m: memory.step_bytes(c, tokens, m, params) for m in memory.MODES}
+    fits = lambda m: int(need[m] / memory.HEADROOM) + 1  # noqa: E731
+    assert memory.choose_checkpointing(c, tokens, params, fits("none")) == "none"
+    assert memory.choose_checkpointing(c, tokens, params, fits("none") - 2) == "attention"
+    assert memory.choose_checkpointing(c, tokens, params, fits("attention") - 2) == "block"
+    assert memory.choose_checkpointing(c, tokens, params, 1) == "block"  # nothing fits
+
+
+def test_model_resolves_auto_once_per_shape(monkeypatch):
+    m = SparseTransformer(cfg(checkpointing="auto"))
+    calls = []
+
+    def fake(cfg_, tokens, params, budget, act_bytes=2):
+        calls.append(tokens)
+        return "attention"
+
+    monkeypatch.setattr(memory, "choose_checkpointing", fake)
+    x = torch.randint(0, 256, (2, 33))
+    for _ in range(2):
+        m.loss(x[:, :-1], x[:, 1:]).backward()
+    assert m.checkpoint_mode(64, "cpu") == "attention"
+    assert calls == [64]
+    m.eval()
+    with torch.no_grad():
+        m(x[:, :-1])  # inference never checkpoints and never asks
+    assert calls == [64]
