@@ -27,7 +27,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..layers import SparseSelfAttention
-from ..patterns import Dense, Fixed, Global, Local, Pattern, Random, Strided
+from ..patterns import Dense, Fixed, Local, Pattern, Strided, presets
 from .transformer import FeedForward
 
 ENCODER_PATTERNS = ("dense", "local", "longformer", "bigbird", "strided", "fixed")
@@ -43,9 +43,9 @@ def encoder_pattern(name: str, window: int = 64, n_global: int = 1, n_random: in
     if name == "local":
         return Local(window)
     if name == "longformer":
-        return Local(window) | Global.first(n_global)
+        return presets.longformer(window, tuple(range(n_global)))
     if name == "bigbird":
-        return Local(window) | Global.first(n_global) | Random(n_random, block_size, seed)
+        return presets.bigbird(window, n_global, n_random, block_size, seed)
     if name == "strided":
         return Strided(stride)
     if name == "fixed":
