@@ -210,6 +210,15 @@ def test_attention_dropout_in_training_is_refused():
     model.eval()(torch.randint(0, 40, (1, 8)))  # no dropout in eval mode: fine
 
 
+def test_packed_sequences_are_refused_not_silently_merged():
+    _, ours = _twins(_llama)
+    ids, _ = _batch(b=1, n=8)
+    packed = torch.tensor([[0, 1, 2, 3, 0, 1, 2, 3]])  # two sequences in one row
+    with pytest.raises(ValueError, match="packed"):
+        ours(input_ids=ids, position_ids=packed, use_cache=False)
+    ours(input_ids=ids, position_ids=torch.arange(8)[None], use_cache=False)  # one sequence
+
+
 def test_mask_function():
     keep = torch.ones(2, 6, dtype=torch.bool)
     assert hf.sparse_attention_mask(2, 6, 6, attention_mask=keep) is None

@@ -37,8 +37,9 @@ its own entry when ``sparse_pattern`` is a list (one per layer). ``config.sparse
 
 Not supported (each raises an error that names it): attention dropout in training (set the
 model's attention dropout to 0), ``softcap``, attention sinks (``s_aux``), the model's own
-``sliding_window`` (express it as a pattern), 4-D masks passed by the caller, and
-``output_attentions`` (the weights are never built: None is returned).
+``sliding_window`` (express it as a pattern), masks other than plain causal / bidirectional ones
+(packed sequences detected from ``position_ids``, chunked windows, overlays), and 4-D masks
+passed by the caller. ``output_attentions`` gives None: the weights are never built.
 """
 from __future__ import annotations
 
@@ -122,6 +123,7 @@ def sparse_attention_mask(batch_size: int, q_length: int, kv_length: int, q_offs
                           **kwargs):
     """Mask function for ``AttentionMaskInterface``: bool (batch, slots) with True at real keys
     (slots: the key slots in use, at most ``kv_length``), or None when every key is real."""
+    _check_mask_function(mask_function)
     filled = int(q_offset) + q_length
     keep = None
     if attention_mask is not None:
@@ -131,6 +133,24 @@ def sparse_attention_mask(batch_size: int, q_length: int, kv_length: int, q_offs
     if keep is not None and keep.shape[1] == kv_length and bool(keep.all()):
         return None
     return keep
+
+
+def _check_mask_function(mask_function) -> None:
+    """Refuse the masks that transformers builds beyond plain causal / bidirectional ones
+    (packed sequences, sliding or chunked windows, overlays): the pattern would silently replace
+    them."""
+    from transformers import masking_utils as mu
+
+    plain = (None, getattr(mu, "causal_mask_function", None),
+             getattr(mu, "bidirectional_mask_function", None))
+    if mask_function not in plain:
+        name = getattr(mask_function, "__qualname__", type(mask_function).__name__)
+        raise ValueError("attn_implementation='sparse' applies its pattern with plain causal or "
+                         f"bidirectional masks; this model asked for another mask ({name}: "
+                         "packed sequences from position_ids, a sliding or chunked window, or a "
+                         "mask overlay), which the pattern would silently replace. Pass an "
+                         "attention_mask instead of packed position_ids, or express the window "
+                         "as a pattern")
 
 
 def _padding(attention_mask, b: int, lq: int, lk: int):
