@@ -54,15 +54,18 @@ def parse_fields(overrides: list[str]) -> tuple[dict, dict]:
             if sec not in defaults:
                 raise SystemExit(f"error: {key!r}: section must be model or train")
         else:
-            owners = [s for s, obj in defaults.items() if hasattr(obj, key)]
+            owners = [s for s, obj in defaults.items() if hasattr(obj, key)
+                      and not (s == "model" and key in ("vocab_size", "n_classes"))]
             if len(owners) != 1:
                 raise SystemExit(f"error: {key!r} is {'ambiguous' if owners else 'unknown'}; "
                                  "write model.FIELD or train.FIELD")
             sec, field = owners[0], key
-        names = [f.name for f in dataclasses.fields(defaults[sec])]
-        if field not in names or field in ("vocab_size", "n_classes"):
-            raise SystemExit(f"error: unknown or derived field {sec}.{field}; fields: "
-                             f"{', '.join(n for n in names if n not in ('vocab_size', 'n_classes'))}")
+        derived = ("vocab_size", "n_classes") if sec == "model" else ()
+        names = [f.name for f in dataclasses.fields(defaults[sec]) if f.name not in derived]
+        if field not in names:
+            raise SystemExit(f"error: unknown field {sec}.{field}"
+                             + (" (set by the tokenizer and the labels)" if field in derived else "")
+                             + f"; fields: {', '.join(names)}")
         out[sec][field] = _coerce(value, getattr(defaults[sec], field), f"{sec}.{field}")
     return out["model"], out["train"]
 
