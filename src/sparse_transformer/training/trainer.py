@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -19,6 +20,7 @@ import torch.nn.functional as F
 
 from ..data import batch_generator, is_items, item_batch, items_bits_per_byte, load_dataset, random_batch
 from ..models import ModelConfig, RunConfig, SparseTransformer
+from ..validation import check_data_splits, check_run_config
 from . import checkpoint as ckpt
 from . import distributed as dist_utils
 from .evaluate import bits_per_byte
@@ -87,6 +89,7 @@ def config_from_dict(d: dict) -> RunConfig:
 class Trainer:
     def __init__(self, cfg: RunConfig, run_dir: str | Path, data=None, log=print,
                  progress: bool = True):
+        check_run_config(cfg, source=data is None)  # every argument, before anything loads
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.log = log
@@ -100,6 +103,7 @@ class Trainer:
                              f"processes ({self.dist.world})")
         self.autocast = autocast_for(t.precision, self.device)
         self.data = data if data is not None else load_dataset(cfg.data, cfg.model.seq_len)
+        check_data_splits(cfg, self.data)  # long enough for the context, before any step
         torch.manual_seed(t.seed)
         self.model = SparseTransformer(cfg.model).to(self.device)
         self.compiled = compile_enabled(t.compile, self.device)
@@ -113,33 +117,94 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=(t.precision == "fp16"))
         self.step = 0
         self.history: list[dict] = []
+        self.run_id: str | None = None  # set by resume() or by the first write (see _claim)
+        self._saved_step: int | None = None  # the step of the checkpoint this run has on disk
+        self._elapsed_before, self._t0 = 0.0, None  # training seconds before this process
         self._bad = None  # device flag: a non-finite loss since the last check (see _step)
         self._bad_step = None
 
     # -- state ----------------------------------------------------------------------------------
     def save(self) -> Path:
         self._check_finite()  # never write weights that a NaN step may have spoiled
-        state = {"config": config_to_dict(self.cfg), "scaler": self.scaler.state_dict()}
+        state = {"config": config_to_dict(self.cfg), "scaler": self.scaler.state_dict(),
+                 "elapsed_s": self.elapsed_s()}
         rng = dist_utils.gather_rng(ckpt.rng_state(), self.dist)
         path = None
         if self.dist.is_main:
+            self._claim()
             path = ckpt.save_checkpoint(self.run_dir, self.step, self.model, self.optimizer, state,
-                                        rng=rng)
+                                        rng=rng, run_id=self.run_id, log=self.log)
         dist_utils.barrier(self.dist)
+        self._saved_step = self.step
         return path
 
+    def elapsed_s(self) -> float:
+        """Training seconds of the whole run (every process that resumed it) until now."""
+        now = time.perf_counter()
+        return self._elapsed_before + (now - self._t0 if self._t0 is not None else 0.0)
+
+    def _claim(self) -> None:
+        """Before this trainer's first write: a run folder holds one run. A folder with another
+        run's files is refused (resume it instead); nothing in it is touched."""
+        if self.run_id is not None:
+            return
+        found = ckpt.run_files(self.run_dir)
+        if found:
+            raise ckpt.RunFolderError(
+                f"{self.run_dir} already holds a run ({', '.join(found[:4])}); resume it "
+                "(Trainer.resume, or --resume on the command line) or use another folder")
+        self.run_id = ckpt.new_run_id()
+        ckpt.write_run_file(self.run_dir, self.run_id, config_to_dict(self.cfg))
+
     def resume(self) -> bool:
-        path = ckpt.latest_checkpoint(self.run_dir)
-        if path is None:
+        """Continue the run in ``run_dir`` from its newest complete checkpoint, found by scanning
+        the folder and verified against its manifest; a damaged checkpoint is reported and the one
+        before it used. The log keeps only the records of the steps up to the checkpoint (the
+        rest are redone). Returns False when there is no checkpoint (the run starts at step 0).
+        Raises ``CheckpointError`` when every checkpoint is damaged (nothing is changed then)."""
+        run = ckpt.read_run_file(self.run_dir)
+        loaded, damaged = None, []
+        for path in ckpt.list_checkpoints(self.run_dir):
+            try:
+                loaded = ckpt.load_checkpoint(path)
+                break
+            except ckpt.CheckpointError as e:
+                damaged.append(str(e))
+                self.log(f"warning: damaged checkpoint, using the one before it: {e}")
+        if loaded is None and damaged:
+            raise ckpt.CheckpointError(self.run_dir, "every checkpoint is damaged (" +
+                                       "; ".join(damaged) + "); nothing was changed")
+        if (self.run_dir / ckpt.LATEST).exists() and ckpt.read_pointer(self.run_dir) is None:
+            self.log(f"warning: ignoring {self.run_dir / ckpt.LATEST}: it does not name a "
+                     "checkpoint of this folder (the folder is scanned instead)")
+        if loaded is None:
+            if run is None:
+                return False
+            self.run_id, self.step, self._elapsed_before = run["run_id"], 0, 0.0
+            if self.dist.is_main:
+                self.history = ckpt.truncate_log(self.run_dir, 0)
+            self.log(f"no checkpoint yet in {self.run_dir}: the run restarts at step 0")
             return False
-        state = ckpt.load_state(path)
-        ckpt.load_model_weights(path, self.model, self.device)
-        ckpt.load_optimizer(path, self.optimizer, state)
+        state = loaded.state
+        try:
+            self.model.load_state_dict(loaded.model)
+            self.optimizer.load_state_dict(ckpt._unflatten_optimizer(loaded.optimizer,
+                                                                     state["optimizer"]))
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise ckpt.CheckpointError(loaded.path, f"does not fit this model or optimizer "
+                                       f"({e})") from None
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
-        ckpt.set_rng_state(dist_utils.own_rng(ckpt.load_rng(path), self.dist))
-        self.step = int(state["step"])
-        self.log(f"resumed from {path} at step {self.step}")
+        ckpt.set_rng_state(dist_utils.own_rng(loaded.rng, self.dist))
+        self.step = self._saved_step = int(state["step"])
+        self._elapsed_before = float(state.get("elapsed_s", 0.0))
+        self.run_id = run["run_id"] if run else None
+        if self.dist.is_main:
+            if self.run_id is None:  # a run folder from before run.json: adopt it
+                self.run_id = ckpt._manifest_run_id(loaded.path) or ckpt.new_run_id()
+                ckpt.write_run_file(self.run_dir, self.run_id, state["config"])
+            self.history = ckpt.truncate_log(self.run_dir, self.step)
+        self.log(f"resumed from {loaded.path} at step {self.step}")
         return True
 
     # -- steps ----------------------------------------------------------------------------------
@@ -240,14 +305,24 @@ class Trainer:
         self.history.append(rec)
         if not self.dist.is_main:
             return
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.run_dir / "log.jsonl", "a") as f:
-            f.write(json.dumps(rec) + "\n")
+        self._claim()
+        path = self.run_dir / ckpt.LOG_FILE
+        try:
+            with open(path, "a") as f:
+                f.write(json.dumps(rec) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as e:
+            good = ckpt.find_checkpoint(self.run_dir)
+            raise ckpt.RunWriteError(
+                f"could not append to {path}: {e}. Nothing was deleted; "
+                + (f"the last complete checkpoint {good} is kept. " if good else "")
+                + "Free some space (or fix the folder) and continue the run with --resume") from e
 
     def fit(self) -> dict:
         t, m = self.cfg.train, self.cfg.model
-        start_step = self.step
         t0 = time.perf_counter()
+        self._t0 = t0 if self.step < t.steps else None  # a finished run adds no time
         tokens = t.batch_size * m.seq_len
         bar = None
         if self.progress and self.dist.is_main:
@@ -269,14 +344,14 @@ class Trainer:
                     tps = tokens * (self.step - last_step) / max(1e-9, now - last_t)
                     last_t, last_step = now, self.step
                     rec = {"step": self.step, "loss_bpb": loss / LN2, "lr": lr_at(self.step - 1, t),
-                           "tokens_per_s": tps, "elapsed_s": now - t0}
+                           "tokens_per_s": tps, "elapsed_s": self.elapsed_s()}
                     self._write_log(rec)
                     if bar is not None:
                         bar.set_postfix(bpb=f"{loss / LN2:.3f}", tok_s=f"{tps:,.0f}")
                 if self.step % t.eval_every == 0 or self.step == t.steps:
                     v = self.evaluate()
                     self._write_log({"step": self.step, "valid_bpb": v,
-                                     "elapsed_s": time.perf_counter() - t0})
+                                     "elapsed_s": self.elapsed_s()})
                     if bar is not None:
                         bar.write(f"step {self.step}: valid {v:.3f} bits/byte")
                 if self.step % t.checkpoint_every == 0:
@@ -289,6 +364,8 @@ class Trainer:
         finally:
             if bar is not None:
                 bar.close()
-        if self.step != start_step:
+        if self.step != self._saved_step:  # one save per step: the final one is never redone
             self.save()
-        return {"steps": self.step, "stopped_by": stopped, "elapsed_s": time.perf_counter() - t0}
+        elapsed = self.elapsed_s()  # the whole run's training time, resumes included
+        self._elapsed_before, self._t0 = elapsed, None
+        return {"steps": self.step, "stopped_by": stopped, "elapsed_s": elapsed}
