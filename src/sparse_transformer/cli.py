@@ -73,31 +73,72 @@ def _printable(data: bytes) -> str:
     return data.decode("utf-8", errors="replace")
 
 
-def cmd_train(args) -> int:
-    from .training import Trainer, TrainingDiverged, config_from_dict, ppmd_bits_per_byte
-    from .training import checkpoint as ckpt
-    from .training import distributed as dist_utils
-    from .sampling import generate
-    from .viz import save_pattern_png
+def _warn(msg: str) -> None:
+    print(f"warning: {msg}", file=sys.stderr)
 
-    out = Path(args.out or f"runs/{args.preset}")
-    latest = ckpt.latest_checkpoint(out) if args.resume else None
-    if latest is not None:
-        cfg = config_from_dict(ckpt.load_state(latest)["config"])
-        if args.overrides:
-            cfg = apply_overrides(cfg, args.overrides)
-    else:
-        if args.resume:
+
+def _train_config(args, out: Path) -> RunConfig:
+    """The run's config: the checkpoint's (resume) or the preset's, with the overrides; every
+    argument checked (validation.check_train_command) before any data loads."""
+    from .training import checkpoint as ckpt
+    from .training import config_from_dict
+    from .validation import check_output_dir, check_resume_overrides, check_train_command
+
+    check_output_dir("--out", out)
+    saved = None
+    if args.resume:
+        found = ckpt.find_checkpoint(out, warn=_warn)
+        run = ckpt.read_run_file(out)
+        if found is not None:
+            saved = ckpt.load_state(found)["config"]
+        elif ckpt.damaged_checkpoints(out):
+            raise SystemExit(f"error: every checkpoint in {out} is damaged: " + "; ".join(
+                str(e) for e in ckpt.damaged_checkpoints(out)) + ". Nothing was changed")
+        elif run is not None:
+            saved = run["config"]
+        elif ckpt.run_files(out):
+            raise SystemExit(f"error: {out} holds files of a run ({', '.join(ckpt.run_files(out))})"
+                             " but no checkpoint and no run.json; move them away or use another "
+                             "--out")
+        else:
             print(f"no checkpoint in {out}; starting a new run", file=sys.stderr)
-        elif ckpt.latest_checkpoint(out) is not None:
-            raise SystemExit(f"error: {out} already holds a run; pass --resume to continue it or "
-                             "--out to start elsewhere")
+    elif ckpt.run_files(out):
+        raise SystemExit(f"error: {out} already holds a run; pass --resume to continue it or "
+                         "--out to start elsewhere")
+    if saved is not None:
+        try:
+            base = config_from_dict(saved)
+        except (TypeError, ValueError, KeyError) as e:
+            raise SystemExit(f"error: the config saved in {out} is unreadable ({e})") from None
+        cfg = apply_overrides(base, args.overrides) if args.overrides else base
+        check_resume_overrides(base.model, cfg.model)
+    else:
         cfg = apply_overrides(get_preset(args.preset), args.overrides)
     if args.data:
         cfg.data.source = args.data
-    trainer = Trainer(cfg, out, progress=not args.quiet)
-    if latest is not None:
-        trainer.resume()
+    check_train_command(cfg, out, args.data)
+    return cfg
+
+
+def cmd_train(args) -> int:
+    from .data import DataUnavailable
+    from .training import Trainer, TrainingDiverged, ppmd_bits_per_byte
+    from .training import checkpoint as ckpt
+    from .training import distributed as dist_utils
+    from .sampling import generate
+    from .validation import ConfigError
+    from .viz import save_pattern_png
+
+    out = Path(args.out or f"runs/{args.preset}")
+    faults = (ConfigError, DataUnavailable, ckpt.CheckpointError, ckpt.RunFolderError,
+              ckpt.RunWriteError)
+    try:
+        cfg = _train_config(args, out)
+        trainer = Trainer(cfg, out, progress=not args.quiet)
+        if args.resume:
+            trainer.resume()
+    except faults as e:
+        raise SystemExit(f"error: {e}") from None
     m = cfg.model
     if trainer.dist.is_main:
         print(f"model: {trainer.model.num_parameters():,} parameters, {m.n_layers} layers, "
@@ -106,7 +147,7 @@ def cmd_train(args) -> int:
               + (f", {trainer.dist.world} processes" if trainer.dist.enabled else ""))
     try:
         info = trainer.fit()
-    except TrainingDiverged as e:
+    except (TrainingDiverged, ckpt.RunWriteError, ckpt.RunFolderError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     if not trainer.dist.is_main:  # under torchrun, rank 0 alone evaluates, samples and draws
@@ -147,26 +188,53 @@ def cmd_train(args) -> int:
         from .plots import save_training_curves
 
         print(f"training curves: {save_training_curves(out, out / 'curves.png', str(out))}")
-    with open(out / "summary.json", "w") as f:
-        json.dump(report, f, indent=1)
+    ckpt.atomic_write_text(out / "summary.json", json.dumps(report, indent=1))
     return 0
 
 
-def _load_model(path: str, device: str = "auto"):
-    from .models import SparseTransformer
+def _open_checkpoint(path: str):
+    """(checkpoint folder, its RunConfig): the newest complete checkpoint of a run folder, or a
+    checkpoint folder itself, verified; only its small state.json is read."""
     from .training import checkpoint as ckpt
     from .training import config_from_dict
+
+    if not Path(path).is_dir():
+        raise SystemExit(f"error: --checkpoint: {path!r} is not a folder (a run folder or a "
+                         "step_* checkpoint folder is allowed)")
+    try:
+        c = ckpt.find_checkpoint(path, warn=_warn)
+        if c is None:
+            damaged = ckpt.damaged_checkpoints(path)
+            raise SystemExit(f"error: no complete checkpoint in {path!r}" + (
+                " (damaged: " + "; ".join(map(str, damaged)) + ")" if damaged else ""))
+        return c, config_from_dict(ckpt.load_state(c)["config"])
+    except (ckpt.CheckpointError, TypeError, KeyError) as e:
+        raise SystemExit(f"error: {e}") from None
+
+
+def _load_model(path: str, device: str = "auto", opened=None):
+    from .models import SparseTransformer
+    from .training import checkpoint as ckpt
     from .training.distributed import resolve_device
 
-    c = ckpt.latest_checkpoint(path)
-    if c is None:
-        raise SystemExit(f"error: no checkpoint found in {path!r}")
-    cfg = config_from_dict(ckpt.load_state(c)["config"])
+    c, cfg = opened or _open_checkpoint(path)
     dev = resolve_device(device)
     model = SparseTransformer(cfg.model).to(dev)
-    ckpt.load_model_weights(c, model, dev)
+    try:
+        ckpt.load_model_weights(c, model, dev)
+    except ckpt.CheckpointError as e:
+        raise SystemExit(f"error: {e}") from None
     model.eval()
     return model, cfg, dev
+
+
+def _checked(check, *args) -> None:
+    from .validation import ConfigError
+
+    try:
+        check(*args)
+    except ConfigError as e:
+        raise SystemExit(f"error: {e}") from None
 
 
 def _ppmd_items(rows, train, prime_bytes: int = 4_000_000):
@@ -215,10 +283,16 @@ def cmd_eval(args) -> int:
     from .data import load_dataset
     from .training import bits_per_byte, ppmd_bits_per_byte
 
-    model, cfg, dev = _load_model(args.checkpoint, args.device)
+    from .validation import check_eval_command, check_eval_split
+
+    opened = _open_checkpoint(args.checkpoint)
+    _checked(check_eval_command, opened[1], args.split, args.min_context, args.batch_size,
+             args.max_bytes, args.device, args.data)
+    model, cfg, dev = _load_model(args.checkpoint, args.device, opened)
     if args.data:
         cfg.data.source = args.data
     data = load_dataset(cfg.data, cfg.model.seq_len)
+    _checked(check_eval_split, cfg, data, args.split)
     split = data[args.split]
     if getattr(split, "ndim", 1) == 2:  # images / audio: each sequence scored whole
         from .data import items_bits_per_byte
@@ -246,10 +320,13 @@ def cmd_eval(args) -> int:
 def cmd_sample(args) -> int:
     from .sampling import generate
 
-    model, cfg, _ = _load_model(args.checkpoint, args.device)
+    from .validation import check_sample_command
+
+    opened = _open_checkpoint(args.checkpoint)
+    _checked(check_sample_command, opened[1], args.length, args.temperature, args.top_k, args.num,
+             args.prefix_fraction, args.seed, args.device, args.out)
+    model, cfg, _ = _load_model(args.checkpoint, args.device, opened)
     if cfg.data.kind in ("image", "audio"):
-        if not 0 <= args.prefix_fraction < 1:
-            raise SystemExit(f"error: --prefix-fraction must be in [0, 1), got {args.prefix_fraction}")
         default = "samples" if cfg.data.kind == "image" else "samples_audio"
         path = _write_items(model, cfg, args.out or default, args.num, args.temperature,
                             args.top_k, args.seed, args.prefix_fraction)

@@ -282,13 +282,16 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
 
 def verify_checkpoint(path: str | Path) -> None:
     """Raise ``CheckpointError`` (naming the file) unless every file of the checkpoint is present
-    with the size and sha256 its manifest records. A folder without a manifest (written before
-    manifests existed) only needs its files present."""
+    with the size and sha256 its manifest records, and the manifest is of this folder's step. A
+    folder without a manifest (written before manifests existed, in a run folder without
+    ``run.json``) only needs its files present; its damage shows when it is read."""
     path = Path(path)
     if path.is_symlink() or not path.is_dir():
         raise CheckpointError(path, "not a checkpoint folder")
     mpath = path / MANIFEST
     if not mpath.exists():
+        if (path.parent / RUN_FILE).exists():  # every checkpoint of such a run has a manifest
+            raise CheckpointError(mpath, "missing")
         for name in FILES:
             if not (path / name).is_file():
                 raise CheckpointError(path / name, "missing")
@@ -301,6 +304,9 @@ def verify_checkpoint(path: str | Path) -> None:
         complete = False
     if not complete:
         raise CheckpointError(mpath, "damaged manifest")
+    if step_of(path) is not None and manifest.get("step") != step_of(path):
+        raise CheckpointError(mpath, f"is the manifest of step {manifest.get('step')}, not of "
+                                     f"{path.name} (a renamed or foreign folder)")
     for name, want in files.items():
         f = path / name
         if not isinstance(want, dict):
