@@ -81,7 +81,11 @@ def test_enwik8_download_unzip_split(tmp_path):
     with pytest.raises(DataUnavailable, match="enwik8"):
         enwik8(root)  # not there, no download asked
     md5 = "md5:" + hashlib.md5(data).hexdigest()
-    splits = enwik8(root, download=True, url=src.as_uri(), checksum=md5)
+    zsum = "sha256:" + hashlib.sha256(src.read_bytes()).hexdigest()
+    with pytest.raises(DataUnavailable, match="checksum"):  # the zip is verified too
+        enwik8(root, download=True, url=src.as_uri(), checksum=md5, zip_checksum="sha256:" + "0" * 64)
+    assert not (root / "enwik8" / "enwik8.zip").exists()
+    splits = enwik8(root, download=True, url=src.as_uri(), checksum=md5, zip_checksum=zsum)
     assert [len(splits[k]) for k in ("train", "valid", "test")] == [18_000, 1000, 1000]
     assert bytes(np.concatenate([splits[k] for k in ("train", "valid", "test")])) == data
     (root / "enwik8" / "enwik8").write_bytes(data[:-1] + b"\x00")

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from .downloads import DataUnavailable, default_root
+from .files import data_files
 
 AUDIO_SUFFIXES = (".wav", ".ogg", ".flac")
 MU = 255
@@ -113,7 +114,7 @@ def audio_splits(folder: str | Path, rate: int, length: int, limit: int = 0) -> 
         raise ValueError(f"data.length must be an int >= 2 (bytes per sequence), got {length!r}")
     if not folder.is_dir():
         raise DataUnavailable(f"audio folder {str(folder)!r} does not exist")
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
+    files = data_files(folder, AUDIO_SUFFIXES)  # links inside are skipped (see data.files)
     if not files:
         raise DataUnavailable(f"audio folder {str(folder)!r} holds no {'/'.join(AUDIO_SUFFIXES)} files")
     by_split: dict[str, list[str]] = {"train": [], "valid": [], "test": []}

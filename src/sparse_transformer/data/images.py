@@ -3,13 +3,16 @@
 An image data set is a dict of splits, each a uint8 array (N, H * W * C): one row per image, one
 image per sequence. CIFAR-10 rows are 3,072 bytes, ImageNet 64x64 rows 12,288, Fashion-MNIST 784.
 
-* ``cifar10``: the published python tarball (50,000 train, 10,000 test). The last 2,000 training
-  images are held out as ``valid`` (48,000 / 2,000, as in the paper); ``test`` is the published
-  test set. The tarball stores each image as three colour planes (CHW); they are reordered to HWC.
+* ``cifar10``: the published binary-format tarball ``cifar-10-binary.tar.gz`` (50,000 train, 10,000
+  test), verified by sha256 and read in memory: fixed-size records (one label byte, then the
+  image as three 1,024-byte colour planes), no pickle and nothing extracted to disk. The last 2,000
+  training images are held out as ``valid`` (48,000 / 2,000, as in the paper); ``test`` is the
+  published test set. The colour planes (CHW) are reordered to HWC.
 * ``imagenet64``: ImageNet downsampled to 64x64 (van den Oord et al. 2016 / Chrabaszcz et al.
   2017). It needs an image-net.org account, so it is never downloaded: put the ``.npz`` batches
   (``Imagenet64_train_part*``, ``Imagenet64_val``) or folders of 64x64 PNGs under
-  ``ROOT/imagenet64/{train,valid}``. The published validation set serves as ``test``; the last
+  ``ROOT/imagenet64/{train,valid}`` (read with ``allow_pickle=False``; links skipped, see
+  ``data.files``). The published validation set serves as ``test``; the last
   10,000 training images are ``valid``.
 * ``fashion-mnist``: IDX files, from Debian's ``dataset-fashion-mnist`` when installed (offline),
   else ``ROOT/fashion-mnist``. The last 5,000 training images are ``valid``.
@@ -18,18 +21,22 @@ from __future__ import annotations
 
 import gzip
 import importlib.util
-import pickle
 import tarfile
 from pathlib import Path
 
 import numpy as np
 
 from .downloads import DataUnavailable, default_root, ensure_file
+from .files import data_files
 
 IMAGE_SHAPES = {"cifar10": (32, 32, 3), "imagenet64": (64, 64, 3), "fashion-mnist": (28, 28, 1)}
 
-CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
-CIFAR10_CHECKSUM = "md5:c58f30108f718f92721af3b95e74349a"  # as published with the data set
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
+# sha256 of the published binary tarball (170,052,171 bytes; its published md5 is
+# c32a1d4ab5d03f1284b67883e8d87530)
+CIFAR10_CHECKSUM = "sha256:c4a38c50a1bc5f3a1c5537f2155ab9d68f9f25eb1ed8d9ddda3db29a59bca1dd"
+CIFAR10_FILE = "cifar-10-binary.tar.gz"
+CIFAR10_RECORD = 1 + 32 * 32 * 3  # a label byte, then the R, G and B planes
 CIFAR10_VALID = 2000  # the paper: 48,000 train, 2,000 valid
 
 FASHION_DEBIAN = Path("/usr/share/datasets/fashion-mnist")
@@ -71,23 +78,34 @@ def _limit(splits: dict, limit: int) -> dict:
 
 
 # -- CIFAR-10 ----------------------------------------------------------------------------------
+def read_cifar_records(raw: bytes, name: str = "CIFAR-10 batch") -> np.ndarray:
+    """A binary-format CIFAR-10 batch (records of a label byte and 3,072 planar bytes) ->
+    (N, 3072) uint8 rows in HWC raster order (labels dropped)."""
+    if not raw or len(raw) % CIFAR10_RECORD:
+        raise DataUnavailable(f"{name}: {len(raw)} bytes is not a whole number of "
+                              f"{CIFAR10_RECORD}-byte CIFAR-10 records")
+    records = np.frombuffer(raw, np.uint8).reshape(-1, CIFAR10_RECORD)
+    return planar_to_hwc(records[:, 1:], 32, 32)
+
+
 def cifar10(root: str | Path | None = None, download: bool = False, limit: int = 0,
             fetch=None, checksum: str | None = CIFAR10_CHECKSUM, url: str = CIFAR10_URL) -> dict:
     root = Path(root) if root else default_root()
-    tarball = ensure_file(root / "cifar10" / "cifar-10-python.tar.gz", url, checksum,
-                          download_ok=download, what="CIFAR-10", fetch=fetch)
+    tarball = ensure_file(root / "cifar10" / CIFAR10_FILE, url, checksum, download_ok=download,
+                          what="CIFAR-10", fetch=fetch)
     batches: dict[str, list] = {"train": [], "test": []}
     with tarfile.open(tarball, "r:gz") as tar:
-        names = sorted(m.name for m in tar.getmembers() if m.isfile())
-        for name in names:
-            base = name.rsplit("/", 1)[-1]
-            split = "train" if base.startswith("data_batch_") else "test" if base == "test_batch" else None
+        members = sorted((m for m in tar.getmembers() if m.isfile()), key=lambda m: m.name)
+        for m in members:  # read in memory: nothing is extracted, links are not members read
+            base = m.name.rsplit("/", 1)[-1]
+            split = ("train" if base.startswith("data_batch_") and base.endswith(".bin") else
+                     "test" if base == "test_batch.bin" else None)
             if split:
-                d = pickle.load(tar.extractfile(name), encoding="latin1")
-                batches[split].append(planar_to_hwc(d["data"], 32, 32))
+                batches[split].append(read_cifar_records(tar.extractfile(m).read(),
+                                                         f"CIFAR-10 {m.name}"))
     if not batches["train"] or not batches["test"]:
-        raise DataUnavailable(f"CIFAR-10: {tarball} holds no data_batch_* / test_batch; delete "
-                              f"it and fetch {url} again")
+        raise DataUnavailable(f"CIFAR-10: {tarball} holds no data_batch_*.bin / test_batch.bin "
+                              f"(the binary version); delete it and fetch {url} again")
     train = np.concatenate(batches["train"])
     out = {"train": train[:-CIFAR10_VALID], "valid": train[-CIFAR10_VALID:],
            "test": np.concatenate(batches["test"])}
@@ -144,10 +162,10 @@ def _read_imagenet_folder(folder: Path) -> np.ndarray:
     from PIL import Image
 
     parts = []
-    for f in sorted(folder.glob("*.npz")):
-        with np.load(f) as z:
+    for f in data_files(folder, (".npz",), recursive=False):
+        with np.load(f, allow_pickle=False) as z:
             parts.append(planar_to_hwc(z["data"], 64, 64))
-    pngs = sorted(folder.glob("*.png"))
+    pngs = data_files(folder, (".png",), recursive=False)
     if pngs:
         parts.append(images_to_rows(np.stack([np.asarray(Image.open(p).convert("RGB"))
                                               for p in pngs])))

@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .files import data_files
+
 CORPUS_SHA256 = "df0d84fd4a4e7f5ecd5afb620c9348cf55c756af4b0952aa25d6a4819de2049e"
 VALID_DOCS = ("julius_caesar_gut.txt", "twelfth_night_gut.txt")
 TEST_DOCS = ("macbeth_gut.txt", "much_ado_about_nothing_gut.txt")
@@ -71,7 +73,7 @@ def file_splits(path: str | Path) -> dict[str, np.ndarray]:
     if not path.exists():
         raise FileNotFoundError(f"data path {str(path)!r} does not exist")
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file())
+        files = data_files(path)  # links inside the folder are skipped (see data.files)
         if not files:
             raise ValueError(f"data folder {str(path)!r} holds no files")
         split = {"train": [], "valid": [], "test": []}
@@ -83,6 +85,11 @@ def file_splits(path: str | Path) -> dict[str, np.ndarray]:
         if not split["test"]:
             split["test"] = split["valid"]
         return {k: _join(v) for k, v in split.items()}
+    if not path.is_file():
+        raise ValueError(f"data path {str(path)!r} is neither a regular file nor a folder")
+    if path.stat().st_size < 1000:  # (an empty file cannot even be memory-mapped)
+        raise ValueError(f"data must hold at least 1000 bytes, got {path.stat().st_size} in "
+                         f"{str(path)!r}")
     data = np.memmap(path, dtype=np.uint8, mode="r")
     return _position_splits(data)
 
