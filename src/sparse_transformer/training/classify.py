@@ -245,7 +245,7 @@ class ClassifierTrainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             if self.tokenizer is not None:
                 self.tokenizer.save(self.run_dir / TOKENIZER)
-        stopped = "epochs"
+        stopped, start_step = "epochs", self.step
         while self.epoch < c.epochs:
             order = self.epoch_order(self.epoch).tolist()
             bar = None
@@ -288,7 +288,7 @@ class ClassifierTrainer:
                 break
             self.epoch, self.batch_in_epoch = self.epoch + 1, 0
             self._evaluate_and_log(losses, final=True)
-        if c.save:
+        if c.save and self.step != start_step:
             self.save()
         return {"steps": self.step, "epochs": self.epoch, "stopped_by": stopped,
                 "train_time_s": self.train_time, "tokens": self.tokens, "best": self.best}
