@@ -197,3 +197,24 @@ def test_flex_through_the_adapter_forward(lq, lk, off):
     assert torch.equal(torch.isinf(lse), torch.isinf(ref_lse))
     fin = torch.isfinite(ref_lse)
     torch.testing.assert_close(lse[fin], ref_lse[fin], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("backend", ["blocked", "triton", "flex", "auto"])
+@pytest.mark.parametrize("lq,lk,off", [(1, 1000, None), (100, 1000, 700), (600, 1000, 400),
+                                       (512, 512, 0)])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_gpu_backends_on_every_shape(backend, lq, lk, off, dtype):
+    if backend not in BACKENDS and backend != "auto":
+        pytest.skip(f"{backend} not registered")
+    (q, k, v), kpm, qpm = _inputs(2, 8, 2, lq, lk, 64, dtype, seed=17)
+    q, k, v, kpm, qpm = (t.cuda() for t in (q, k, v, kpm, qpm))
+    for pattern in (P.Strided(32), P.Fixed(64, 16), P.bigbird(48, 2, 1, 64, seed=3)):
+        if backend == "auto":
+            fn = sparse_attention
+        else:
+            def fn(*a, **kw):
+                with force_backend(backend):
+                    return sparse_attention(*a, **kw)
+        _check(fn, q, k, v, pattern=pattern, causal=True, key_padding_mask=kpm, q_offset=off,
+               query_padding_mask=qpm)
