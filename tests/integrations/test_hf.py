@@ -226,3 +226,23 @@ def test_mask_function():
     assert torch.equal(hf.sparse_attention_mask(2, 1, 6, 5, attention_mask=keep), keep)
     # A static cache: 4 of 16 slots filled, no padding.
     assert hf.sparse_attention_mask(2, 1, 16, 3).shape == (2, 4)
+
+
+def test_from_pretrained_set_attn_implementation_and_the_saved_pattern(tmp_path):
+    """The three ways transformers selects an implementation; a dict pattern is saved with the
+    config and comes back with from_pretrained (local files only)."""
+    cls, cfg = _gpt2()
+    cfg.sparse_pattern = {"pattern": "longformer", "window": 3, "global_tokens": [0]}
+    torch.manual_seed(0)
+    model = cls(cfg).eval()  # the model's default implementation
+    model.save_pretrained(tmp_path)
+    loaded = cls.from_pretrained(tmp_path, attn_implementation="sparse").eval()
+    assert loaded.config._attn_implementation == "sparse"
+    assert loaded.config.sparse_pattern == cfg.sparse_pattern
+    ids, _ = _batch(b=1, n=10)
+    with torch.no_grad():
+        sparse = loaded(ids).logits
+        model.set_attn_implementation("sparse")
+        torch.testing.assert_close(model(ids).logits, sparse, rtol=1e-6, atol=1e-6)
+        model.set_attn_implementation("eager")
+        assert not torch.allclose(model(ids).logits, sparse, rtol=1e-4, atol=1e-4)

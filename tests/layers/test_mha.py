@@ -147,3 +147,16 @@ def test_constructor_refusals():
         SparseMultiheadAttention(8, 2, add_bias_kv=True)
     with pytest.raises(TypeError, match="pattern"):
         SparseMultiheadAttention(8, 2, pattern="local")
+
+
+def test_decoding_against_cached_keys_gives_the_last_rows():
+    """A query shorter than the keys sits at the last positions (q_offset = S - L by default)."""
+    kw = dict(embed_dim=16, num_heads=4, batch_first=True)
+    _, ours = _pair(**kw)
+    ours.pattern, ours.causal = P.Fixed(4, 1), True
+    x = torch.randn(2, 11, 16, dtype=torch.float64)
+    full, _ = ours(x, x, x)
+    last, _ = ours(x[:, -2:], x, x)
+    torch.testing.assert_close(last, full[:, -2:], rtol=1e-10, atol=1e-12)
+    mid, _ = ours(x[:, 3:5], x[:, :5], x[:, :5])
+    torch.testing.assert_close(mid, full[:, 3:5], rtol=1e-10, atol=1e-12)
