@@ -104,10 +104,23 @@ def measure(preset: str, pattern: str, variant: str, args) -> dict:
                peak_gib=(torch.cuda.max_memory_allocated() / 2**30) if device == "cuda" else None,
                warmup_s=warm, loss=float(loss))
     del trainer
+    reset(device)
+    return row
+
+
+def reset(device: str) -> None:
+    """Forget compiled graphs and CUDA graphs between cases (a failed capture must not leak)."""
+    torch._dynamo.reset()
+    if device == "cuda":
+        try:
+            from torch._inductor import cudagraph_trees
+
+            cudagraph_trees.reset_cudagraph_trees()
+        except Exception:  # noqa: BLE001 - older torch: nothing to reset
+            pass
     gc.collect()
     if device == "cuda":
         torch.cuda.empty_cache()
-    return row
 
 
 def print_table(rows: list[dict]) -> None:
@@ -165,9 +178,7 @@ def main(argv=None) -> int:
                 except Exception as e:  # a failed case is a row, not a lost run
                     rows.append(dict(preset=preset, pattern=pattern, variant=variant,
                                      error=f"{type(e).__name__}: {e}"))
-                    gc.collect()
-                    if not args.cpu:
-                        torch.cuda.empty_cache()
+                    reset("cpu" if args.cpu else "cuda")
                 print(json.dumps(rows[-1]), flush=True)
     print_table(rows)
     if args.out:

@@ -65,6 +65,14 @@ class SparseSelfAttention(nn.Module):
         half = (h + 1) // 2
         return [(slice(0, half), f1), (slice(half, h), f2)]
 
+    def prepare(self, seq_len: int, device) -> None:
+        """Build the backends' plans for sequences of ``seq_len`` now (before a CUDA-graph
+        capture or a timed step), instead of on the first call."""
+        from ..ops.dispatch import prepare_attention
+
+        for heads, pat in self.head_patterns():
+            prepare_attention(pat, seq_len, len(range(self.n_heads)[heads]), self.causal, device)
+
     def project(self, x: torch.Tensor):
         b, n, _ = x.shape
         h = self.n_heads

@@ -168,6 +168,11 @@ class SparseTransformer(nn.Module):
             self._auto_mode = (key, chosen)
         return self._auto_mode[1]
 
+    def prepare(self, seq_len: int, device) -> None:
+        """Build every layer's attention plans for ``seq_len`` on ``device`` now."""
+        for blk in self.blocks:
+            blk.attn.prepare(seq_len, device)
+
     def compile_blocks(self, **options) -> None:
         """Regional compilation: ``torch.compile`` each residual block in place (the blocks share
         one compiled graph per distinct pattern, so depth does not multiply the compile time).

@@ -43,10 +43,23 @@ def _check_backend_name(name):
 
 
 def choose_backend(q: torch.Tensor, pattern: Pattern, causal: bool, key_padding_mask) -> str:
+    """The backend ``backend="auto"`` runs: dense SDPA for the Dense pattern; on a GPU the
+    choice the crossover table measured for this pattern kind, length, head dim and dtype
+    (``crossover.py``); otherwise triton, then flex, on a GPU, and blocked anywhere else."""
     if _FORCED:
         return _FORCED[-1]
     if isinstance(pattern, Dense):
         return "sdpa"
+    # The table is measured on eager calls, and reading it inside torch.compile would break
+    # the graph: compiled graphs take the built-in order (triton's custom op).
+    if q.is_cuda and q.dtype != torch.float64 and not torch.compiler.is_compiling():
+        from . import crossover, masked
+
+        available = set(BACKENDS)
+        choice = crossover.pick(type(pattern).__name__, q.shape[-2], q.shape[-1], q.dtype,
+                                available, masked.MAX_N)
+        if choice is not None:
+            return choice
     if q.is_cuda and "triton" in BACKENDS and q.dtype in (torch.float16, torch.bfloat16,
                                                            torch.float32) and q.shape[-1] <= 128:
         return "triton"
@@ -237,8 +250,22 @@ def sparse_attention(q, k, v, pattern: Pattern, causal: bool = True, key_padding
                             scale, return_lse, **extra)
 
 
+def prepare_attention(pattern: Pattern, n: int, heads: int, causal: bool, device) -> None:
+    """Build now what the GPU backends would build on their first call for this problem (the
+    Triton plans), so that it is not allocated inside a CUDA-graph capture or a timed step."""
+    device = torch.device(device)
+    if device.type != "cuda" or isinstance(pattern, Dense) or "triton" not in BACKENDS:
+        return
+    from .triton_backend import prepare
+
+    prepare(pattern, n, heads, causal, device)
+
+
 def _register_gpu_backends() -> None:
     """Register "triton" and "flex" where their packages import; never fails without CUDA."""
+    from .masked import masked_sdpa_attention
+
+    register_backend("sdpa-masked", masked_sdpa_attention)
     try:
         from .triton_backend import triton_attention, triton_importable
 

@@ -149,6 +149,14 @@ def plans_for(pattern: Pattern, n: int, heads: int, causal: bool, device,
     return key
 
 
+def prepare(pattern: Pattern, n: int, heads: int, causal: bool, device) -> None:
+    """Allocate now every device tensor a call for this problem keeps (its plans, the fused
+    backward's placeholder pass): inside a CUDA-graph capture, tensors allocated and kept past
+    the capture would belong to the graph's private memory pool."""
+    plans_for(pattern, n, heads, causal, device)
+    _empty_pass(_canonical(device))
+
+
 _PLAN_SETS: dict[str, tuple[TritonPlan, TritonPlan, TritonPlan]] = {}
 _KEYS: dict[tuple, str] = {}
 

@@ -107,6 +107,7 @@ class Trainer:
         torch.manual_seed(t.seed)
         self.model = SparseTransformer(cfg.model).to(self.device)
         self.compiled = compile_enabled(t.compile, self.device)
+        self.model.prepare(cfg.model.seq_len, self.device)
         if self.compiled:
             self.model.compile_blocks(mode="reduce-overhead" if t.cuda_graphs else None)
         self.train_model = self.model

@@ -1,0 +1,70 @@
+"""Which backend ``backend="auto"`` runs on a GPU: a crossover table measured by a benchmark.
+
+The table (``crossover.json`` beside this file, written by ``benchmarks/crossover.py``) lists, for
+the device it was measured on, per pattern kind, head dim and dtype, the fastest backend at each
+measured length (forward + backward of one eager call, host time included, as a training step
+feels it). ``pick`` answers from it:
+
+* the entry for the same pattern kind (``Pattern.kind``: the class name, or "Union" / "PerHead"),
+  the nearest head dim and the same dtype class (16-bit or float32);
+* at length n, the choice measured at the longest length <= n (the shortest's below it);
+* a choice that cannot run here (a backend not registered, "sdpa-masked" beyond its length bound)
+  falls back to the built-in order: triton, then flex, then blocked.
+
+Set ``SPARSE_TRANSFORMER_CROSSOVER`` to another table's path to use it instead (the benchmark does,
+to check its own table). No table entry: the built-in order.
+"""
+from __future__ import annotations
+
+import json
+import os
+from functools import lru_cache
+from pathlib import Path
+
+TABLE = Path(__file__).with_name("crossover.json")
+
+
+@lru_cache(maxsize=4)
+def load_table(path: str) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        return {"entries": []}
+    with open(p) as f:
+        table = json.load(f)
+    for e in table.get("entries", []):
+        if len(e["n"]) != len(e["best"]) or list(e["n"]) != sorted(e["n"]):
+            raise ValueError(f"crossover table {path}: entry {e.get('kind')} needs sorted 'n' "
+                             "and one 'best' per length")
+    return table
+
+
+def table_path() -> str:
+    return os.environ.get("SPARSE_TRANSFORMER_CROSSOVER") or str(TABLE)
+
+
+def dtype_class(dtype) -> str:
+    return "fp32" if str(dtype).endswith("float32") else "16bit"
+
+
+def lookup(table: dict, kind: str, n: int, head_dim: int, dtype) -> str | None:
+    """The measured choice for this case, or None when the table has no entry for it."""
+    cls = dtype_class(dtype)
+    rows = [e for e in table.get("entries", []) if e["kind"] == kind and e["dtype"] == cls]
+    if not rows:
+        return None
+    row = min(rows, key=lambda e: (abs(e["head_dim"] - head_dim), e["head_dim"]))
+    best = row["best"][0]
+    for length, choice in zip(row["n"], row["best"]):
+        if length <= n:
+            best = choice
+    return best
+
+
+def pick(kind: str, n: int, head_dim: int, dtype, available, masked_max_n: int) -> str | None:
+    """The backend to run, or None to use the built-in order. ``available``: registered names."""
+    choice = lookup(load_table(table_path()), kind, n, head_dim, dtype)
+    if choice is None:
+        return None
+    if choice == "sdpa-masked" and n > masked_max_n:
+        return None
+    return choice if choice in available else None

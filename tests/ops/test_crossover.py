@@ -1,0 +1,84 @@
+"""The crossover table's choice logic and the sdpa-masked backend (numbers come from the benchmark)."""
+import json
+
+import pytest
+import torch
+
+from sparse_transformer import patterns as P
+from sparse_transformer.ops import crossover, masked, sparse_attention
+
+TABLE = {"entries": [
+    {"kind": "Strided", "head_dim": 64, "dtype": "16bit", "n": [1024, 4096, 16384],
+     "best": ["sdpa-masked", "triton", "flex"]},
+    {"kind": "Strided", "head_dim": 128, "dtype": "16bit", "n": [1024], "best": ["triton"]},
+]}
+
+
+@pytest.mark.parametrize("n, d, want", [(512, 64, "sdpa-masked"), (1024, 64, "sdpa-masked"),
+                                        (4095, 64, "sdpa-masked"), (4096, 64, "triton"),
+                                        (70000, 64, "flex"), (2048, 120, "triton"),
+                                        (2048, 80, "sdpa-masked")])
+def test_lookup_takes_the_longest_measured_length_below(n, d, want):
+    assert crossover.lookup(TABLE, "Strided", n, d, torch.bfloat16) == want
+
+
+def test_lookup_without_an_entry_is_none():
+    assert crossover.lookup(TABLE, "Fixed", 2048, 64, torch.bfloat16) is None
+    assert crossover.lookup(TABLE, "Strided", 2048, 64, torch.float32) is None
+
+
+def test_pick_falls_back_where_the_choice_cannot_run(tmp_path, monkeypatch):
+    path = tmp_path / "table.json"
+    path.write_text(json.dumps(TABLE))
+    monkeypatch.setenv("SPARSE_TRANSFORMER_CROSSOVER", str(path))
+    everything = {"triton", "flex", "sdpa-masked", "blocked"}
+    assert crossover.pick("Strided", 2048, 64, torch.float16, everything, 4096) == "sdpa-masked"
+    # Beyond the masked backend's bound, or a backend not registered: the built-in order.
+    assert crossover.pick("Strided", 2048, 64, torch.float16, everything, 1024) is None
+    assert crossover.pick("Strided", 20000, 64, torch.float16, {"triton"}, 4096) is None
+
+
+def test_bad_table_is_refused(tmp_path):
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps({"entries": [{"kind": "Local", "head_dim": 64, "dtype": "16bit",
+                                             "n": [4096, 1024], "best": ["triton", "flex"]}]}))
+    with pytest.raises(ValueError, match="sorted 'n'"):
+        crossover.load_table(str(path))
+
+
+def test_shipped_table_is_well_formed():
+    table = crossover.load_table(str(crossover.TABLE))
+    for e in table["entries"]:
+        assert set(e["best"]) <= {"triton", "flex", "sdpa-masked", "blocked"}
+
+
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("pattern", [P.Strided(8), P.Fixed(8, 2), P.Local(5) | P.Global.first(1),
+                                     P.PerHead((P.Local(4), P.Strided(6)))])
+def test_sdpa_masked_matches_the_reference(pattern, causal):
+    torch.manual_seed(0)
+    b, h, n, d = 2, 2, 37, 24
+    q, k, v = (torch.randn(b, h, n, d, dtype=torch.float64, requires_grad=True)
+               for _ in range(3))
+    pad = torch.zeros(b, n, dtype=torch.bool)
+    pad[1, 20:] = True
+    if not causal:
+        pad[0, :] = True  # a fully padded sequence: zeros, never NaN
+    outs, grads = [], []
+    for backend in ("reference", "sdpa-masked"):
+        out = sparse_attention(q, k, v, pattern, causal=causal, key_padding_mask=pad,
+                               backend=backend)
+        g = torch.autograd.grad(out.sum(), (q, k, v))
+        outs.append(out)
+        grads.append(g)
+    assert not torch.isnan(outs[1]).any()
+    torch.testing.assert_close(outs[1], outs[0], rtol=1e-10, atol=1e-10)
+    for a, r in zip(grads[1], grads[0]):
+        assert not torch.isnan(a).any()
+        torch.testing.assert_close(a, r, rtol=1e-9, atol=1e-10)
+
+
+def test_sdpa_masked_refuses_long_sequences():
+    q = torch.zeros(1, 1, masked.MAX_N + 1, 8)
+    with pytest.raises(ValueError, match="at most"):
+        sparse_attention(q, q, q, P.Local(4), backend="sdpa-masked")
