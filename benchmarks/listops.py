@@ -78,6 +78,22 @@ def warm_up(trainer: ClassifierTrainer, seqs) -> None:
         torch.cuda.synchronize(trainer.device)
 
 
+def backend_used(mc: EncoderConfig, dev: torch.device, precision: str) -> str:
+    """What ``backend`` resolves to for this model's attention calls (auto reads the device's
+    crossover table, so a sparse pattern may run as masked dense attention where that is faster)."""
+    if mc.backend != "auto":
+        return mc.backend
+    try:
+        from sparse_transformer.ops.dispatch import choose_backend
+
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+        q = torch.empty(1, mc.n_heads, mc.max_len, mc.d_model // mc.n_heads, device=dev,
+                        dtype=dtype)
+        return choose_backend(q, mc.build_pattern(), False, None)
+    except Exception as e:  # informational only
+        return f"unknown ({type(e).__name__})"
+
+
 def run_pattern(name: str, data: dict, args, dev: torch.device) -> dict:
     seq = args.max_length  # [CLS] + at most max_length - 1 tokens
     mc = EncoderConfig(vocab_size=len(listops.VOCAB), n_classes=10, max_len=seq,
@@ -111,6 +127,7 @@ def run_pattern(name: str, data: dict, args, dev: torch.device) -> dict:
         probs = trainer.predict_proba(data[split][0])
         res[split] = score(probs, data[split][1], 10)
     return {"pattern": name, "pattern_repr": repr(mc.build_pattern()),
+            "backend": backend_used(mc, dev, args.precision),
             "density": mc.build_pattern().density(seq, causal=False),
             "test_accuracy": res["test"]["accuracy"], "valid_accuracy": res["valid"]["accuracy"],
             "test_macro_f1": res["test"]["macro_f1"], "test_loss": res["test"]["loss"],
@@ -128,14 +145,15 @@ def markdown(rows: list[dict], meta: dict) -> str:
     lines = [f"ListOps (seed {meta['seed']}; {meta['sizes']}), {meta['device']}, "
              f"{meta['precision']}, {meta['time_per_model']} s of training per pattern, "
              f"torch {meta['torch']}", "",
-             "| pattern | density | test acc. | valid acc. | steps | train s | positions/s "
-             "| peak GiB |", "|---|---|---|---|---|---|---|---|"]
+             "| pattern | backend | density | test acc. | valid acc. | steps | train s "
+             "| positions/s | peak GiB |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['pattern']} | | failed: {r['error'][:80]} | | | | | |")
+            lines.append(f"| {r['pattern']} | | | failed: {r['error'][:80]} | | | | | |")
             continue
         mem = f"{r['peak_memory_bytes'] / 2**30:.1f}" if r["peak_memory_bytes"] else "-"
-        lines.append(f"| {r['pattern']} | {r['density']:.3f} | {100 * r['test_accuracy']:.2f} "
+        lines.append(f"| {r['pattern']} | {r['backend']} | {r['density']:.3f} "
+                     f"| {100 * r['test_accuracy']:.2f} "
                      f"| {100 * r['valid_accuracy']:.2f} | {r['steps']:,} "
                      f"| {r['train_time_s']:.0f} | {r['positions_per_s']:,.0f} | {mem} |")
     lines += ["", "LRA (Tay et al. 2020) published ListOps test accuracy: "
