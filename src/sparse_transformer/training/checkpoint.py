@@ -255,14 +255,14 @@ def _manifest_run_id(path: Path) -> str | None:
 
 def _prune(run_dir: Path, step: int, keep: int, run_id: str | None) -> None:
     """Delete this run's checkpoints older than its ``keep`` newest up to ``step``, and this run's
-    temporary folders. Anything without this run's id is left alone."""
-    if run_id is None:
-        return
-    ours = sorted((p for p in _step_dirs(run_dir)
-                   if step_of(p) <= step and _manifest_run_id(p) == run_id), key=step_of)
+    temporary folders. Anything without this run's id in its manifest is left alone (a caller
+    without a run id prunes the checkpoints whose manifest has none; a folder without a manifest
+    is never deleted)."""
+    ours = sorted((p for p in _step_dirs(run_dir) if step_of(p) <= step
+                   and (p / MANIFEST).exists() and _manifest_run_id(p) == run_id), key=step_of)
     for p in ours[:-keep] if keep > 0 else []:
         shutil.rmtree(p, ignore_errors=True)
-    for p in run_dir.glob(f".tmp_step_*_{run_id}_*"):
+    for p in run_dir.glob(f".tmp_step_*_{run_id or 'x'}_*"):
         if p.is_dir() and not p.is_symlink():
             shutil.rmtree(p, ignore_errors=True)
 
