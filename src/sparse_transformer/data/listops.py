@@ -150,7 +150,7 @@ def _chunks(spec: ListOpsSpec, workers: int, size: int):
 
 
 def generate(spec: ListOpsSpec = ListOpsSpec(), workers: int = 1, chunk: int = 20_000):
-    """The splits as {split: (list of int64 token-id arrays, int64 labels)} (ids as in VOCAB).
+    """The splits as {split: (list of int8 token-id arrays, int64 labels)} (ids as in VOCAB).
 
     Chunk i of trees is drawn from the generator seeded by (seed, i), so the result depends on
     the seed alone, not on ``workers`` (processes drawing chunks in parallel)."""
@@ -164,7 +164,7 @@ def generate(spec: ListOpsSpec = ListOpsSpec(), workers: int = 1, chunk: int = 2
             if key in seen:
                 continue
             seen.add(key)
-            seqs.append(s.astype(np.int64))
+            seqs.append(s)
             labels.append(int(v))
             if len(seqs) == want:
                 break
