@@ -305,3 +305,36 @@ def test_log_is_exact_after_many_resumes(tmp_path, data, reference):
     assert_same_run(run, reference)
     elapsed = [r["elapsed_s"] for r in ckpt.read_log(run)]
     assert elapsed == sorted(elapsed)  # the run's time goes on across resumes
+
+
+def test_log_link_out_of_the_run_folder_is_refused(tmp_path, data):
+    run = tmp_path / "run"
+    outside = tmp_path / "elsewhere.txt"
+    outside.write_text("keep me\n")
+    run.mkdir()
+    ckpt.write_run_file(run, "r1", {})
+    (run / ckpt.LOG_FILE).symlink_to(outside)
+    t = trainer(run, data)
+    t.run_id = "r1"  # the run that owns the folder
+    with pytest.raises(ckpt.RunWriteError, match="log.jsonl"):
+        t.fit()
+    assert outside.read_text() == "keep me\n"
+
+
+def test_cli_resume_without_pointer_continues_the_run(tmp_path, capsys):
+    from sparse_transformer.cli import main
+
+    run = tmp_path / "run"
+    args = ["train", "--preset", "tiny", "--out", str(run), "--quiet", "final_eval_bytes=-1",
+            "sample_bytes=0", "checkpoint_every=4"]
+    assert main(args + ["steps=8"]) == 0
+    (run / "latest").unlink()
+    log = ckpt.read_log(run)
+    assert main(["train", "--out", str(run), "--resume", "--quiet", "steps=12"]) == 0
+    err = capsys.readouterr()
+    assert "resumed from" in err.out + err.err and "step_00000008" in err.out + err.err
+    assert "starting a new run" not in err.out + err.err
+    assert sorted(p.name for p in ckpt.list_checkpoints(run)) == ["step_00000008", "step_00000012"]
+    assert ckpt.read_log(run)[:len(log)] == log  # the old records kept, none duplicated
+    steps = [r["step"] for r in ckpt.read_log(run) if "loss_bpb" in r]
+    assert steps == sorted(set(steps))

@@ -75,6 +75,11 @@ def _fsync_file(path: Path) -> None:
         os.fsync(f.fileno())
 
 
+def no_follow(path, flags: int) -> int:
+    """``open(..., opener=no_follow)``: refuse (ELOOP) to open a symbolic link."""
+    return os.open(path, flags | getattr(os, "O_NOFOLLOW", 0), 0o666)
+
+
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -309,7 +309,7 @@ class Trainer:
         self._claim()
         path = self.run_dir / ckpt.LOG_FILE
         try:
-            with open(path, "a") as f:
+            with open(path, "a", opener=ckpt.no_follow) as f:  # a link there is refused
                 f.write(json.dumps(rec) + "\n")
                 f.flush()
                 os.fsync(f.fileno())
