@@ -81,7 +81,7 @@ def main(argv=None) -> int:
             del q, k, v
             torch.cuda.empty_cache()
         entries.append(dict(kind=kind, head_dim=args.d, dtype="16bit", n=lengths, best=best,
-                            pattern=repr(pattern)))
+                            batch_heads=args.batch * args.heads, pattern=repr(pattern)))
     table = dict(measured_on=dev, torch=torch.__version__, triton=triton.__version__,
                  date=datetime.date.today().isoformat(),
                  how=f"benchmarks/crossover.py: B={args.batch}, H={args.heads}, d={args.d}, bf16, "

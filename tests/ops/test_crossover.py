@@ -22,6 +22,13 @@ def test_lookup_takes_the_longest_measured_length_below(n, d, want):
     assert crossover.lookup(TABLE, "Strided", n, d, torch.bfloat16) == want
 
 
+def test_masked_choice_holds_only_up_to_the_measured_size():
+    table = {"entries": [dict(TABLE["entries"][0], batch_heads=16)]}
+    assert crossover.lookup(table, "Strided", 1024, 64, torch.bfloat16, 16) == "sdpa-masked"
+    assert crossover.lookup(table, "Strided", 1024, 64, torch.bfloat16, 128) is None
+    assert crossover.lookup(table, "Strided", 8192, 64, torch.bfloat16, 128) == "triton"
+
+
 def test_lookup_without_an_entry_is_none():
     assert crossover.lookup(TABLE, "Fixed", 2048, 64, torch.bfloat16) is None
     assert crossover.lookup(TABLE, "Strided", 2048, 64, torch.float32) is None

@@ -9,7 +9,11 @@ feels it). ``pick`` answers from it:
   the nearest head dim and the same dtype class (16-bit or float32);
 * at length n, the choice measured at the longest length <= n (the shortest's below it);
 * a choice that cannot run here (a backend not registered, "sdpa-masked" beyond its length bound)
-  falls back to the built-in order: triton, then flex, then blocked.
+  falls back to the built-in order: triton, then flex, then blocked;
+* "sdpa-masked" is taken only for calls no larger (batch x heads) than the ones it was measured
+  on (``batch_heads``): it wins short calls whose time is the fused kernels' fixed host cost, and
+  that cost is shared by more rows in a larger call (ListOps at batch 32, n = 2,000 trained
+  slower with it, see docs/benchmarks.md), so beyond the measured size the fused kernels run.
 
 Set ``SPARSE_TRANSFORMER_CROSSOVER`` to another table's path to use it instead (the benchmark does,
 to check its own table). No table entry: the built-in order.
@@ -46,7 +50,8 @@ def dtype_class(dtype) -> str:
     return "fp32" if str(dtype).endswith("float32") else "16bit"
 
 
-def lookup(table: dict, kind: str, n: int, head_dim: int, dtype) -> str | None:
+def lookup(table: dict, kind: str, n: int, head_dim: int, dtype,
+           batch_heads: int | None = None) -> str | None:
     """The measured choice for this case, or None when the table has no entry for it."""
     cls = dtype_class(dtype)
     rows = [e for e in table.get("entries", []) if e["kind"] == kind and e["dtype"] == cls]
@@ -57,12 +62,16 @@ def lookup(table: dict, kind: str, n: int, head_dim: int, dtype) -> str | None:
     for length, choice in zip(row["n"], row["best"]):
         if length <= n:
             best = choice
+    measured = row.get("batch_heads")
+    if best == "sdpa-masked" and batch_heads is not None and measured and batch_heads > measured:
+        return None
     return best
 
 
-def pick(kind: str, n: int, head_dim: int, dtype, available, masked_max_n: int) -> str | None:
+def pick(kind: str, n: int, head_dim: int, dtype, available, masked_max_n: int,
+         batch_heads: int | None = None) -> str | None:
     """The backend to run, or None to use the built-in order. ``available``: registered names."""
-    choice = lookup(load_table(table_path()), kind, n, head_dim, dtype)
+    choice = lookup(load_table(table_path()), kind, n, head_dim, dtype, batch_heads)
     if choice is None:
         return None
     if choice == "sdpa-masked" and n > masked_max_n:

@@ -57,7 +57,7 @@ def choose_backend(q: torch.Tensor, pattern: Pattern, causal: bool, key_padding_
 
         available = set(BACKENDS)
         choice = crossover.pick(type(pattern).__name__, q.shape[-2], q.shape[-1], q.dtype,
-                                available, masked.MAX_N)
+                                available, masked.MAX_N, q.shape[0] * q.shape[1])
         if choice is not None:
             return choice
     if q.is_cuda and "triton" in BACKENDS and q.dtype in (torch.float16, torch.bfloat16,
