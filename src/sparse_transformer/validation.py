@@ -203,6 +203,18 @@ def check_data_splits(cfg, data: dict, splits=("train", "valid")) -> None:
                               f"{max(0, len(arr) - 1)}, or more data")
 
 
+def check_eval_split(cfg, data: dict, split: str) -> None:
+    """``eval``'s split: sequences no longer than the context, or a text of at least 2 bytes."""
+    arr = data.get(split)
+    if arr is None:
+        raise ConfigError(f"--split: the data has no {split!r} split (it has {sorted(data)})")
+    if getattr(arr, "ndim", 1) == 2:
+        check_data_splits(cfg, data, (split,))
+    elif len(arr) < 2:
+        raise ConfigError(f"--split: the {split!r} split holds {len(arr)} bytes; at least 2 are "
+                          "needed to score one")
+
+
 # -- the command line -------------------------------------------------------------------------------
 def check_resume_overrides(saved, new) -> None:
     """``saved``, ``new``: the checkpoint's ``ModelConfig`` and the one after the overrides. Any
