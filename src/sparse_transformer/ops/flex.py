@@ -38,7 +38,7 @@ def flex_importable() -> bool:
     return True
 
 
-@lru_cache(maxsize=None)
+@lru_cache(maxsize=1)  # one compiled function for the process (it takes no arguments)
 def _compiled_flex():
     from torch.nn.attention.flex_attention import flex_attention
 

@@ -3,14 +3,16 @@
 ``triton_attention`` takes the same arguments and returns the same thing as every backend. It
 derives ``TritonPlan``s from the pattern (cached by pattern, length, heads, causality, device and
 tile size; the forward, dq and dk/dv kernels may each use their own tile size, see ``TUNING``)
-and runs the kernels of ``triton_kernels``:
+and runs the kernels of ``triton_kernels``. Every cache here is bounded (``CACHE_SIZES``, least
+recently used entries go first): an eager call keeps its plans in its autograd context, and the
+custom ops rebuild a plan evicted since their forward from the pattern's token.
 
 * in eager calls through an ``autograd.Function``, launching Triton's compiled kernels directly
   after the first call (``launch``), because per-call argument binding dominates small problems;
 * inside ``torch.compile`` through two registered custom ops (``sparse_transformer::
   triton_sparse_fwd`` / ``..._bwd``) with autograd wired through ``register_autograd``. The ops
-  name the pattern by its token (``Pattern.token``) and look the plan up when they run, so graphs
-  hold no pattern object and symbolic lengths need no specialising.
+  name the pattern by its token (``Pattern.token``) and look the plan up (or rebuild it) when
+  they run, so graphs hold no pattern object and symbolic lengths need no specialising.
 
 Inputs: float16, bfloat16 or float32 (float32 uses exact float32 dots, not tf32), head_dim 1..128
 (dims that are not 16, 32, 64 or 128 are padded inside the kernel by masked loads), on a CUDA
@@ -27,11 +29,17 @@ import torch
 
 from ..patterns import Pattern
 from ..patterns.base import by_token
+from .cache import LRUCache
 from .triton_plan import Pass, TritonPlan, build_plan
 
 MAX_HEAD_DIM = 128
 DTYPES = (torch.float16, torch.bfloat16, torch.float32)
-_PLANS: dict[str, TritonPlan] = {}
+# Entries each module cache keeps. Plans hold device tensors that grow with the computed tile
+# pairs (a few MB at n = 64K); a model uses one plan set per (pattern, length) it runs, and a
+# benchmark sweep a few dozen. Compiled launches are small handles, one per kernel
+# specialisation; placeholder passes one per device.
+CACHE_SIZES = {"plans": 64, "plan_sets": 64, "launches": 512, "empty_passes": 16}
+_PLANS: LRUCache = LRUCache(CACHE_SIZES["plans"])  # key string -> TritonPlan
 
 
 def triton_importable() -> bool:
@@ -86,7 +94,7 @@ def check_tensor(q: torch.Tensor) -> None:
 
 
 def get_plan(pattern: Pattern, n: int, heads: int, causal: bool, device, block: int | None = None):
-    """(key, plan) for this problem; the key names the plan inside the custom ops."""
+    """(key, plan) for this problem, the key naming it by value (built on a miss)."""
     device = _canonical(device)
     block = default_block(device) if block is None else block
     key = f"{pattern!r}|n={n}|h={heads}|causal={causal}|{device}|block={block}"
@@ -130,35 +138,33 @@ def _role_block(role: str, device: torch.device, block: int | None) -> int:
     return default_block(device) if b is None or device.type == "cpu" else b
 
 
-def plans_for(pattern: Pattern, n: int, heads: int, causal: bool, device,
-              block: int | None = None) -> str:
-    """Key of the (forward, dq, dk/dv) plans; each role may use its own tile size."""
+def plan_set(pattern: Pattern, n: int, heads: int, causal: bool, device,
+             block: int | None = None) -> tuple[TritonPlan, TritonPlan, TritonPlan]:
+    """The (forward, dq, dk/dv) plans; each role may use its own tile size. Built on a miss,
+    so a caller may always ask again (an evicted set is rebuilt, equal to the first)."""
     blocks = tuple(TUNING[r]["block"] for r in ("fwd", "dq", "dkdv"))
     fast = (pattern, n, heads, causal, device, block, blocks)
-    key = _KEYS.get(fast)
-    if key is not None:
-        return key
+    plans = _PLAN_SETS.get(fast)
+    if plans is not None:
+        return plans
     dev = _canonical(device)
-    keys = tuple(get_plan(pattern, n, heads, causal, dev, _role_block(r, dev, block))[0]
-                 for r in ("fwd", "dq", "dkdv"))
-    key = "||".join(keys)
-    if key not in _PLAN_SETS:
-        _PLAN_SETS[key] = tuple(_PLANS[k] for k in keys)
+    plans = tuple(get_plan(pattern, n, heads, causal, dev, _role_block(r, dev, block))[1]
+                  for r in ("fwd", "dq", "dkdv"))
     if not (dev.type == "cuda" and torch.device(device).index is None):  # "cuda" follows the
-        _KEYS[fast] = key                                                  # current device
-    return key
+        _PLAN_SETS[fast] = plans                                           # current device
+    return plans
 
 
 def prepare(pattern: Pattern, n: int, heads: int, causal: bool, device) -> None:
     """Allocate now every device tensor a call for this problem keeps (its plans, the fused
     backward's placeholder pass): inside a CUDA-graph capture, tensors allocated and kept past
     the capture would belong to the graph's private memory pool."""
-    plans_for(pattern, n, heads, causal, device)
+    plan_set(pattern, n, heads, causal, device)
     _empty_pass(_canonical(device))
 
 
-_PLAN_SETS: dict[str, tuple[TritonPlan, TritonPlan, TritonPlan]] = {}
-_KEYS: dict[tuple, str] = {}
+# (pattern, n, heads, causal, device, block, role blocks) -> (forward, dq, dk/dv) plans
+_PLAN_SETS: LRUCache = LRUCache(CACHE_SIZES["plan_sets"])
 
 
 def _prefetch(role: str, block_d: int) -> bool:
@@ -294,7 +300,7 @@ def _empty_pass(device):
     return _EMPTY[key]
 
 
-_EMPTY: dict = {}
+_EMPTY: LRUCache = LRUCache(CACHE_SIZES["empty_passes"])  # device string -> Pass
 
 
 # -- launching --------------------------------------------------------------------------------
@@ -305,7 +311,7 @@ _EMPTY: dict = {}
 # (ints, flags, constexprs) by value, so a key never covers two different specialisations. Off
 # under the interpreter and when the installed Triton has no compiled-kernel call.
 FAST_LAUNCH = True
-_COMPILED: dict = {}
+_COMPILED: LRUCache = LRUCache(CACHE_SIZES["launches"])  # launch key -> compiled kernel
 
 
 _BY_VALUE = frozenset((int, bool, str, type(None)))
@@ -358,8 +364,7 @@ def triton_cdiv(a: int, b: int) -> int:
 # pattern object crosses into the graph (torch 2.11 cannot turn a frozen dataclass into one).
 def _op_plans(pattern_token: str, q: torch.Tensor, causal: bool, block: int):
     b, h, n, d = q.shape
-    key = plans_for(by_token(pattern_token), n, h, causal, q.device, block if block > 0 else None)
-    return _PLAN_SETS[key]
+    return plan_set(by_token(pattern_token), n, h, causal, q.device, block if block > 0 else None)
 
 
 def _op_scale(scale: float, q: torch.Tensor) -> float:
@@ -422,10 +427,10 @@ class _EagerSparseAttention(torch.autograd.Function):
     torch.compile."""
 
     @staticmethod
-    def forward(ctx, q, k, v, kpm, plan_key, scale):
-        out, lse = _forward(q, k, v, kpm, _PLAN_SETS[plan_key][0], scale)
+    def forward(ctx, q, k, v, kpm, plans, scale):
+        out, lse = _forward(q, k, v, kpm, plans[0], scale)
         ctx.save_for_backward(q, k, v, out, lse, kpm)
-        ctx.plan_key, ctx.scale = plan_key, scale
+        ctx.plans, ctx.scale = plans, scale  # the backward never depends on a cache entry
         ctx.set_materialize_grads(False)
         return out, lse
 
@@ -434,8 +439,7 @@ class _EagerSparseAttention(torch.autograd.Function):
         q, k, v, out, lse, kpm = ctx.saved_tensors
         if dout is None:
             dout = torch.zeros_like(out)
-        dq, dk, dv = _backward(dout, dlse, q, k, v, out, lse, kpm, _PLAN_SETS[ctx.plan_key],
-                               ctx.scale)
+        dq, dk, dv = _backward(dout, dlse, q, k, v, out, lse, kpm, ctx.plans, ctx.scale)
         return dq, dk, dv, None, None, None
 
 
@@ -455,6 +459,6 @@ def triton_attention(q, k, v, pattern: Pattern, causal: bool = True, key_padding
     b, h, n, d = q.shape
     scale = d ** -0.5 if scale is None else float(scale)
     q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
-    key = plans_for(pattern, n, h, causal, q.device, block)
-    out, lse = _EagerSparseAttention.apply(q, k, v, key_padding_mask, key, scale)
+    plans = plan_set(pattern, n, h, causal, q.device, block)
+    out, lse = _EagerSparseAttention.apply(q, k, v, key_padding_mask, plans, scale)
     return (out, lse) if return_lse else out
