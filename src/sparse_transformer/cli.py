@@ -192,9 +192,10 @@ def cmd_train(args) -> int:
     return 0
 
 
-def _open_checkpoint(path: str):
-    """(checkpoint folder, its RunConfig): the newest complete checkpoint of a run folder, or a
-    checkpoint folder itself, verified; only its small state.json is read."""
+def _open_checkpoint(path: str, latest: bool = False):
+    """(checkpoint folder, its RunConfig): the complete checkpoint of a run folder with the best
+    validation loss (``latest``: the newest one), or a checkpoint folder itself, verified; only
+    its small state.json is read."""
     from .training import checkpoint as ckpt
     from .training import config_from_dict
 
@@ -202,7 +203,8 @@ def _open_checkpoint(path: str):
         raise SystemExit(f"error: --checkpoint: {path!r} is not a folder (a run folder or a "
                          "step_* checkpoint folder is allowed)")
     try:
-        c = ckpt.find_checkpoint(path, warn=_warn)
+        find = ckpt.find_checkpoint if latest else ckpt.find_best_checkpoint
+        c = find(path, warn=_warn)
         if c is None:
             damaged = ckpt.damaged_checkpoints(path)
             raise SystemExit(f"error: no complete checkpoint in {path!r}" + (
@@ -285,7 +287,10 @@ def cmd_eval(args) -> int:
 
     from .validation import check_eval_command, check_eval_split
 
-    opened = _open_checkpoint(args.checkpoint)
+    if args.dynamic_lr <= 0 or args.dynamic_lr != args.dynamic_lr:
+        raise SystemExit(f"error: --dynamic-lr must be > 0, got {args.dynamic_lr}")
+    opened = _open_checkpoint(args.checkpoint, args.latest)
+    print(f"checkpoint: {opened[0]}", file=sys.stderr)
     _checked(check_eval_command, opened[1], args.split, args.min_context, args.batch_size,
              args.max_bytes, args.device, args.data)
     model, cfg, dev = _load_model(args.checkpoint, args.device, opened)
@@ -297,6 +302,10 @@ def cmd_eval(args) -> int:
     if getattr(split, "ndim", 1) == 2:  # images / audio: each sequence scored whole
         from .data import items_bits_per_byte
 
+        if args.dynamic:
+            raise SystemExit("error: --dynamic: dynamic evaluation reads one text stream; this "
+                             f"checkpoint's data ({cfg.data.kind}) is whole sequences")
+
         max_items = -(-args.max_bytes // split.shape[1]) if args.max_bytes else 0
         res = items_bits_per_byte(model, split, args.batch_size, max_items, dev)
         unit = "bits/dim" if cfg.data.kind == "image" else "bits/byte"
@@ -306,14 +315,26 @@ def cmd_eval(args) -> int:
         if base is not None:
             print(f"PPMd order-6 baseline, primed on training sequences, same bytes: {base:.4f}")
         return 0
+    t0 = time.perf_counter()
     res = bits_per_byte(model, split, cfg.model.seq_len, args.min_context, args.batch_size,
                         args.max_bytes, dev)
+    static_s = time.perf_counter() - t0
     held = split[:res["bytes"] + 1]
     base = ppmd_bits_per_byte(held[1:], data["train"])
     print(f"{args.split}: {res['bits_per_byte']:.4f} bits/byte over {res['bytes']:,} bytes "
           f"(context {res['min_context']}..{res['seq_len'] - 1})")
     if base is not None:
         print(f"PPMd order-6 baseline, primed on the training split, same bytes: {base:.4f}")
+    if args.dynamic:
+        from .training import dynamic_bits_per_byte
+
+        dyn = dynamic_bits_per_byte(model, split, cfg.model.seq_len, args.dynamic_lr,
+                                    args.min_context, args.max_bytes, dev)
+        print(f"| {args.split}, {res['bytes']:,} bytes | bits/byte | seconds |\n|---|---|---|\n"
+              f"| static | {res['bits_per_byte']:.4f} | {static_s:.1f} |\n"
+              f"| dynamic (Adam lr {args.dynamic_lr:g}, one step per window) | "
+              f"{dyn['bits_per_byte']:.4f} | {dyn['seconds']:.1f} |"
+              + (f"\n| PPMd order 6, primed | {base:.4f} | |" if base is not None else ""))
     return 0
 
 
@@ -322,7 +343,7 @@ def cmd_sample(args) -> int:
 
     from .validation import check_sample_command
 
-    opened = _open_checkpoint(args.checkpoint)
+    opened = _open_checkpoint(args.checkpoint, args.latest)
     _checked(check_sample_command, opened[1], args.length, args.temperature, args.top_k, args.num,
              args.prefix_fraction, args.seed, args.device, args.out)
     model, cfg, _ = _load_model(args.checkpoint, args.device, opened)
@@ -402,6 +423,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--batch-size", type=int, default=8)
     e.add_argument("--max-bytes", type=int, default=0, help="score at most this many bytes")
     e.add_argument("--device", default="auto")
+    e.add_argument("--latest", action="store_true",
+                   help="use the newest checkpoint (default: the best by validation loss)")
+    e.add_argument("--dynamic", action="store_true",
+                   help="also score with dynamic evaluation: a gradient step on each window "
+                        "after scoring it (text)")
+    e.add_argument("--dynamic-lr", type=float, default=1e-4,
+                   help="--dynamic: Adam learning rate of the steps")
     e.set_defaults(fn=cmd_eval)
 
     s = sub.add_parser("sample", help="sample bytes from a checkpoint")
@@ -417,6 +445,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="images / audio: start from this fraction of test sequences (0.5: the "
                         "top half of each image)")
     s.add_argument("--device", default="auto")
+    s.add_argument("--latest", action="store_true",
+                   help="use the newest checkpoint (default: the best by validation loss)")
     s.set_defaults(fn=cmd_sample)
 
     c = sub.add_parser("plot", help="draw a run's training curves (bits/byte vs steps, seconds)")

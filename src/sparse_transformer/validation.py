@@ -128,6 +128,9 @@ def check_train_config(t) -> None:
                      ("log_every", 1), ("warmup", 0), ("seed", 0), ("sample_bytes", 0),
                      ("num_threads", 0)):
         _int(f"train.{name}", getattr(t, name), lo)
+    if hasattr(t, "early_stop_patience"):
+        _int("train.early_stop_patience", t.early_stop_patience, 0,
+             hint=" (evaluations without improvement; 0: off)")
     _int("train.checkpoint_every", t.checkpoint_every, 1,
          hint=" (a value above train.steps saves only at the end)")
     _int("train.final_eval_bytes", t.final_eval_bytes, -1,

@@ -46,6 +46,8 @@ class TrainConfig:
     num_threads: int = 0  # torch CPU threads; 0 = torch's default
     compile: str = "auto"  # auto | on | off: torch.compile each block (auto: on for CUDA)
     cuda_graphs: bool = False  # with compile: replay each block as a CUDA graph (static shapes)
+    keep_best: bool = True  # save a checkpoint at every eval that improves the validation loss
+    early_stop_patience: int = 0  # stop after this many evals without improvement (0 = off)
 
 
 @dataclass

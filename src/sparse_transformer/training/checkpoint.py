@@ -13,6 +13,10 @@ A damaged one is reported with its path and the one before it is used. ``latest`
 file naming the newest checkpoint) is still written, for people and other tools, but it is only a
 hint: it is never followed outside the run folder and discovery never depends on it.
 
+The best checkpoint: a checkpoint saved right after an evaluation records that validation loss
+(``valid_bpb`` in its state.json, covered by the manifest). ``find_best_checkpoint`` scans and
+verifies the same way and returns the lowest; the rotation of old checkpoints never deletes it.
+
 What a run may delete: only checkpoints and temporary folders whose manifest (or name) carries its
 own run id. A folder that would be overwritten (a damaged checkpoint of the same step, a foreign
 one) is renamed aside to ``step_XXXXXXXX.superseded-N`` and kept. Symbolic links in a run folder
@@ -265,8 +269,10 @@ def _prune(run_dir: Path, step: int, keep: int, run_id: str | None) -> None:
     is never deleted)."""
     ours = sorted((p for p in _step_dirs(run_dir) if step_of(p) <= step
                    and (p / MANIFEST).exists() and _manifest_run_id(p) == run_id), key=step_of)
+    best = _best_of(ours)  # the best checkpoint by validation loss is never rotated out
     for p in ours[:-keep] if keep > 0 else []:
-        shutil.rmtree(p, ignore_errors=True)
+        if p != best:
+            shutil.rmtree(p, ignore_errors=True)
     for p in run_dir.glob(f".tmp_step_*_{run_id or 'x'}_*"):
         if p.is_dir() and not p.is_symlink():
             shutil.rmtree(p, ignore_errors=True)
@@ -364,6 +370,46 @@ def find_checkpoint(run_dir: str | Path, warn: Callable[[str], None] | None = No
     if warn and (run_dir / LATEST).exists() and hint is None:
         warn(f"ignoring {run_dir / LATEST}: it does not name a step_* folder of this run")
     return found
+
+
+def checkpoint_metric(path: str | Path) -> float | None:
+    """The validation loss (bits/byte) recorded in a checkpoint's state.json when it was saved
+    right after an evaluation (``valid_bpb``); None otherwise."""
+    try:
+        v = json.loads((Path(path) / "state.json").read_text()).get("valid_bpb")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return float(v) if isinstance(v, (int, float)) and v == v else None
+
+
+def _best_of(paths: list[Path]) -> Path | None:
+    """The path with the lowest recorded validation loss (the newest among equals); None when
+    none records one."""
+    scored = [(m, -step_of(p), p) for p in paths if (m := checkpoint_metric(p)) is not None]
+    return min(scored)[2] if scored else None
+
+
+def find_best_checkpoint(run_dir: str | Path,
+                         warn: Callable[[str], None] | None = None) -> Path | None:
+    """The complete checkpoint of a run folder with the lowest validation loss, found by
+    scanning the ``step_*`` folders and verifying each against its manifest (the loss is read
+    from its state.json, which the manifest covers); damaged ones are reported through ``warn``
+    and skipped. A run whose checkpoints record no validation loss gives ``find_checkpoint``'s
+    newest one; a checkpoint folder passed directly is itself (verified)."""
+    run_dir = Path(run_dir)
+    if (run_dir / MANIFEST).exists() or (run_dir / "model.safetensors").exists():
+        verify_checkpoint(run_dir)
+        return run_dir
+    good = []
+    for p in list_checkpoints(run_dir):
+        try:
+            verify_checkpoint(p)
+        except CheckpointError as e:
+            if warn:
+                warn(f"skipping a damaged checkpoint: {e}")
+            continue
+        good.append(p)
+    return _best_of(good) or (good[0] if good else None)
 
 
 def latest_checkpoint(run_dir: str | Path) -> Path | None:

@@ -99,3 +99,47 @@ def ppmd_bits_per_byte(test: np.ndarray, train: np.ndarray | None = None, order:
         return 8.0 * size(t) / len(t)
     p = np.asarray(train).tobytes()
     return 8.0 * (size(p + t) - size(p)) / len(t)
+
+
+def dynamic_bits_per_byte(model, data: np.ndarray, seq_len: int, lr: float = 1e-4,
+                          min_context: int | None = None, max_bytes: int = 0, device="cpu",
+                          betas: tuple[float, float] = (0.9, 0.999),
+                          return_logprobs: bool = False) -> dict:
+    """Dynamic evaluation (Krause et al. 2018, 2019): the windows of the static protocol (module
+    doc) in order, one at a time; each window's new bytes are scored, then one Adam step of
+    learning rate ``lr`` is taken on the loss of exactly those bytes. A byte is therefore scored
+    by weights trained only on bytes before it (never on itself or later ones): the network
+    adapts to the document it reads, as PPMd does. ``model`` is not changed (a copy adapts).
+
+    Returns the static protocol's dict with ``lr`` and ``seconds``; with ``return_logprobs``
+    also ``logprobs``, the (scored bytes, vocab) log-probabilities in byte order (for tests)."""
+    import copy
+    import time
+
+    if max_bytes and len(data) > max_bytes:
+        data = data[:max_bytes]
+    min_context = seq_len // 2 if min_context is None else min_context
+    t0 = time.perf_counter()
+    net = copy.deepcopy(model).to(device)
+    net.eval()  # no dropout while scoring; the steps use the same deterministic forward
+    opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=lr,
+                           betas=tuple(betas))
+    total_bits, count, rows = 0.0, 0, []
+    for s, first, w in eval_windows(len(data), seq_len, min_context):
+        win = torch.from_numpy(np.asarray(data[s:s + w + 1]).astype(np.int64)).to(device)
+        x, y = win[:-1].unsqueeze(0), win[1 + first:]
+        logits = net(x)[0, first:w].float()
+        logp = F.log_softmax(logits, dim=-1)
+        nll = F.nll_loss(logp, y, reduction="sum")
+        total_bits += nll.item() / math.log(2)  # scored with the weights before the step
+        count += len(y)
+        if return_logprobs:
+            rows.append(logp.detach().cpu())
+        opt.zero_grad(set_to_none=True)
+        (nll / len(y)).backward()  # then trained on the bytes just scored
+        opt.step()
+    out = {"bits_per_byte": total_bits / max(1, count), "bytes": count, "min_context": min_context,
+           "seq_len": seq_len, "lr": lr, "seconds": time.perf_counter() - t0}
+    if return_logprobs:
+        out["logprobs"] = torch.cat(rows) if rows else torch.zeros(0, 0)
+    return out

@@ -24,6 +24,7 @@ from ..validation import check_data_splits, check_run_config
 from . import checkpoint as ckpt
 from . import distributed as dist_utils
 from .evaluate import bits_per_byte
+from .fit_check import data_fit_warnings
 
 LN2 = math.log(2)
 
@@ -109,7 +110,7 @@ class Trainer:
         self.compiled = compile_enabled(t.compile, self.device)
         self.model.prepare(cfg.model.seq_len, self.device)
         if self.compiled:
-            self.model.compile_blocks(mode="reduce-overhead" if t.cuda_graphs else None)
+            self.model.compile_blocks(cuda_graphs=t.cuda_graphs)
         self.train_model = self.model
         if self.dist.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -123,12 +124,20 @@ class Trainer:
         self._elapsed_before, self._t0 = 0.0, None  # training seconds before this process
         self._bad = None  # device flag: a non-finite loss since the last check (see _step)
         self._bad_step = None
+        self.best_valid: float | None = None  # lowest validation loss of the run (bits/byte)
+        self._valid_at: tuple[int, float] | None = None  # (step, loss) of the last evaluation
+        self._since_best = 0  # evaluations since the best one (early stopping)
+        if self.dist.is_main:
+            for w in data_fit_warnings(cfg, self.data["train"], self.model.num_parameters()):
+                self.log(f"warning: {w}")
 
     # -- state ----------------------------------------------------------------------------------
     def save(self) -> Path:
         self._check_finite()  # never write weights that a NaN step may have spoiled
         state = {"config": config_to_dict(self.cfg), "scaler": self.scaler.state_dict(),
                  "elapsed_s": self.elapsed_s()}
+        if self._valid_at is not None and self._valid_at[0] == self.step:
+            state["valid_bpb"] = self._valid_at[1]  # read back by ckpt.find_best_checkpoint
         rng = dist_utils.gather_rng(ckpt.rng_state(), self.dist)
         path = None
         if self.dist.is_main:
@@ -205,8 +214,24 @@ class Trainer:
                 self.run_id = ckpt._manifest_run_id(loaded.path) or ckpt.new_run_id()
                 ckpt.write_run_file(self.run_dir, self.run_id, state["config"])
             self.history = ckpt.truncate_log(self.run_dir, self.step)
+        self._restore_best()
         self.log(f"resumed from {loaded.path} at step {self.step}")
         return True
+
+    def _restore_best(self) -> None:
+        """The best validation loss so far and the evaluations since, from the kept log."""
+        vals = [r["valid_bpb"] for r in self.history if "valid_bpb" in r]
+        self.best_valid = min(vals) if vals else None
+        self._since_best = len(vals) - 1 - vals.index(self.best_valid) if vals else 0
+
+    def _record_valid(self, v: float) -> bool:
+        """Note an evaluation; True when it is the best so far."""
+        self._valid_at = (self.step, v)
+        if self.best_valid is None or v < self.best_valid:
+            self.best_valid, self._since_best = v, 0
+            return True
+        self._since_best += 1
+        return False
 
     # -- steps ----------------------------------------------------------------------------------
     def batch(self, step: int, split: str = "train", stream: int = 0):
@@ -355,6 +380,12 @@ class Trainer:
                                      "elapsed_s": self.elapsed_s()})
                     if bar is not None:
                         bar.write(f"step {self.step}: valid {v:.3f} bits/byte")
+                    if (self._record_valid(v) and t.keep_best
+                            and self.step % t.checkpoint_every and self.step != t.steps):
+                        self.save()  # the best so far: kept by the rotation, found by scanning
+                    elif t.early_stop_patience and self._since_best >= t.early_stop_patience:
+                        stopped = "early_stop"
+                        break
                 if self.step % t.checkpoint_every == 0:
                     self.save()
                 if t.time_limit:
