@@ -175,3 +175,30 @@ def test_checkpointing_replays_dropout(mode):
         grads.append([p.grad.clone() for p in m.parameters()])
     for g0, g1 in zip(*grads):
         torch.testing.assert_close(g0, g1, rtol=1e-5, atol=1e-7)
+
+
+def test_graphed_blocks_run_in_training_steps_only():
+    """CUDA-graph callables (compile_blocks(cuda_graphs=True)) serve training forwards; eval,
+    no-grad calls and block recomputation use the plain blocks."""
+    m = SparseTransformer(tiny())
+    calls = []
+
+    def spy(blk):
+        def run(*a, **kw):
+            calls.append(1)
+            return blk(*a, **kw)
+        return run
+
+    m._graphed = [spy(b) for b in m.blocks]
+    x = torch.randint(0, 256, (2, 17))
+    m.train()
+    m.loss(x[:, :-1], x[:, 1:]).backward()
+    assert len(calls) == len(m.blocks)
+    with torch.no_grad():
+        m(x)
+    m.eval()
+    m(x)
+    m.train()
+    m.cfg.checkpointing = "block"
+    m.loss(x[:, :-1], x[:, 1:]).backward()
+    assert len(calls) == len(m.blocks)

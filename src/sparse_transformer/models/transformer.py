@@ -108,6 +108,7 @@ class SparseTransformer(nn.Module):
         self.tok = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.pos = PositionEmbedding(cfg)
         self.blocks = nn.ModuleList([ResidualBlock(cfg, i) for i in range(cfg.n_layers)])
+        self._graphed = None  # per-block CUDA-graph callables (compile_blocks)
         self.norm = nn.LayerNorm(cfg.d_model)
         self.head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         self.reset_parameters()
@@ -143,11 +144,20 @@ class SparseTransformer(nn.Module):
                              f"{self.cfg.seq_len}")
         h = self.embed(x)
         mode = "none"
-        if self.training and torch.is_grad_enabled():
+        training = self.training and torch.is_grad_enabled()
+        if training:
             mode = self.checkpoint_mode(x.numel(), x.device)
-        for blk in self.blocks:
+        # CUDA graphs replay only training steps without block recomputation: their outputs
+        # live in the graphs' memory pool until the next step (marked here), which evaluation
+        # and sampling loops, calling the same blocks again and again, would overwrite.
+        graphed = training and mode != "block" and self._graphed is not None
+        if graphed:
+            torch.compiler.cudagraph_mark_step_begin()
+        for i, blk in enumerate(self.blocks):
             if mode == "block":
                 h = checkpoint(blk, h, key_padding_mask, use_reentrant=False)
+            elif graphed:
+                h = self._graphed[i](h, key_padding_mask, recompute_attention=mode == "attention")
             else:
                 h = blk(h, key_padding_mask, recompute_attention=mode == "attention")
         return self.head(self.norm(h)).float()
@@ -173,12 +183,17 @@ class SparseTransformer(nn.Module):
         for blk in self.blocks:
             blk.attn.prepare(seq_len, device)
 
-    def compile_blocks(self, **options) -> None:
+    def compile_blocks(self, cuda_graphs: bool = False, **options) -> None:
         """Regional compilation: ``torch.compile`` each residual block in place (the blocks share
         one compiled graph per distinct pattern, so depth does not multiply the compile time).
-        Weights and state-dict names are unchanged."""
+        Weights and state-dict names are unchanged. ``cuda_graphs``: training steps also run
+        each block as a replayed CUDA graph (``mode="reduce-overhead"``, static shapes);
+        evaluation and sampling keep the plain compiled blocks."""
         for blk in self.blocks:
             blk.compile(**options)
+        if cuda_graphs:
+            self._graphed = [torch.compile(blk.forward, mode="reduce-overhead", **options)
+                             for blk in self.blocks]
 
     # -- incremental decoding ------------------------------------------------------------------
     def new_cache(self):
