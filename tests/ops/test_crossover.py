@@ -15,10 +15,11 @@ TABLE = {"entries": [
 
 
 @pytest.mark.parametrize("n, d, want", [(512, 64, "sdpa-masked"), (1024, 64, "sdpa-masked"),
-                                        (4095, 64, "sdpa-masked"), (4096, 64, "triton"),
+                                        (2047, 64, "sdpa-masked"), (2100, 64, "triton"),
+                                        (4096, 64, "triton"),
                                         (70000, 64, "flex"), (2048, 120, "triton"),
                                         (2048, 80, "sdpa-masked")])
-def test_lookup_takes_the_longest_measured_length_below(n, d, want):
+def test_lookup_takes_the_nearest_measured_length(n, d, want):
     assert crossover.lookup(TABLE, "Strided", n, d, torch.bfloat16) == want
 
 

@@ -7,7 +7,7 @@ feels it). ``pick`` answers from it:
 
 * the entry for the same pattern kind (``Pattern.kind``: the class name, or "Union" / "PerHead"),
   the nearest head dim and the same dtype class (16-bit or float32);
-* at length n, the choice measured at the longest length <= n (the shortest's below it);
+* at length n, the choice measured at the nearest length on a log scale (ties: the shorter);
 * a choice that cannot run here (a backend not registered, "sdpa-masked" beyond its length bound)
   falls back to the built-in order: triton, then flex, then blocked;
 * "sdpa-masked" is taken only for calls no larger (batch x heads) than the ones it was measured
@@ -21,6 +21,7 @@ to check its own table). No table entry: the built-in order.
 from __future__ import annotations
 
 import json
+import math
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -58,10 +59,9 @@ def lookup(table: dict, kind: str, n: int, head_dim: int, dtype,
     if not rows:
         return None
     row = min(rows, key=lambda e: (abs(e["head_dim"] - head_dim), e["head_dim"]))
-    best = row["best"][0]
-    for length, choice in zip(row["n"], row["best"]):
-        if length <= n:
-            best = choice
+    # The nearest measured length on a log scale (ties: the shorter one).
+    gap = lambda length: abs(math.log(max(n, 1) / length))  # noqa: E731
+    best = min(zip(row["n"], row["best"]), key=lambda lc: (gap(lc[0]), lc[0]))[1]
     measured = row.get("batch_heads")
     if best == "sdpa-masked" and batch_heads is not None and measured and batch_heads > measured:
         return None
