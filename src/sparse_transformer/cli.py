@@ -362,6 +362,69 @@ def cmd_sample(args) -> int:
     return 0
 
 
+def cmd_attention(args) -> int:
+    """Draw one layer's attention weights, for the chosen heads, on one sequence."""
+    import numpy as np
+    import torch
+
+    from . import attention_maps as am
+
+    opened = _open_checkpoint(args.checkpoint, args.latest)
+    model, cfg, dev = _load_model(args.checkpoint, args.device, opened)
+    m = cfg.model
+    if not 0 <= args.layer < m.n_layers:
+        raise SystemExit(f"error: --layer must be in [0, {m.n_layers - 1}], got {args.layer}")
+    heads = args.head if args.head else [0]
+    bad = [h for h in heads if not 0 <= h < m.n_heads]
+    if bad:
+        raise SystemExit(f"error: --head must be in [0, {m.n_heads - 1}], got {bad[0]}")
+    limit = min(m.seq_len, am.MAX_LEN)
+    image = cfg.data.kind == "image"
+    if args.length is None:
+        args.length = limit if image else min(256, limit)
+    if not 2 <= args.length <= limit:
+        raise SystemExit(f"error: --length must be in [2, {limit}] (the model's context), got "
+                         f"{args.length}")
+    if args.text and image:
+        raise SystemExit("error: --text: this checkpoint models images; leave --text out")
+    if args.text:
+        seq = np.frombuffer(args.text.encode()[:args.length], dtype=np.uint8)
+        if len(seq) < 2:
+            raise SystemExit("error: --text must hold at least 2 bytes")
+    else:
+        from .data import load_dataset
+
+        split = load_dataset(cfg.data, m.seq_len)[args.split]
+        seq = np.asarray(split[0] if getattr(split, "ndim", 1) == 2 else split[:args.length])
+        seq = seq[:args.length]
+    n = len(seq)
+    queries = args.query if args.query else ([n - 1] if not image else
+                                              [n // 4, n // 2, 3 * n // 4, n - 1])
+    bad = [q for q in queries if not 0 <= q < n]
+    if bad:
+        raise SystemExit(f"error: --query must be in [0, {n - 1}] (the sequence), got {bad[0]}")
+    weights = am.attention_weights(model, torch.from_numpy(seq.astype(np.int64)), args.layer)
+    out = Path(args.out or Path(opened[0]).parent / "attention")
+    paths = []
+    for h in heads:
+        stem = f"layer{args.layer}_head{h}"
+        paths.append(am.save_png(am.matrix_image(weights, h), out / f"{stem}_matrix.png"))
+        if image:
+            shape = tuple(m.data_shape)
+            if len(shape) != 3:
+                raise SystemExit(f"error: image models need model.data_shape (H, W, C), got {shape}")
+            paths.append(am.save_png(am.image_overlay(weights, seq, shape, h, queries),
+                                     out / f"{stem}_image.png"))
+        else:
+            for q in queries:
+                paths.append(am.save_png(am.text_heatmap(weights, bytes(seq.tolist()), h, q),
+                                         out / f"{stem}_query{q}.png"))
+    print(f"attention of layer {args.layer} over {n} positions ({opened[0]}):")
+    for p in paths:
+        print(f"  {p}")
+    return 0
+
+
 def cmd_plot(args) -> int:
     from .plots import save_training_curves
 
@@ -448,6 +511,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--latest", action="store_true",
                    help="use the newest checkpoint (default: the best by validation loss)")
     s.set_defaults(fn=cmd_sample)
+
+    a = sub.add_parser("attention", help="draw a trained model's attention weights as PNGs")
+    a.add_argument("--checkpoint", required=True, help="run folder or checkpoint folder")
+    a.add_argument("--layer", type=int, default=0, help="0-based layer")
+    a.add_argument("--head", type=int, action="append", help="head (repeatable; default 0)")
+    a.add_argument("--length", type=int, default=None,
+                   help="positions of the sequence drawn (default: 256 for text, the whole image)")
+    a.add_argument("--text", default="", help="text models: this text instead of the data's")
+    a.add_argument("--split", default="valid", choices=["train", "valid", "test"],
+                   help="where the sequence comes from (its first bytes, or first image)")
+    a.add_argument("--query", type=int, action="append",
+                   help="query position (repeatable; default: the last, or four for images)")
+    a.add_argument("--out", help="folder (default RUN/attention)")
+    a.add_argument("--latest", action="store_true",
+                   help="use the newest checkpoint (default: the best by validation loss)")
+    a.add_argument("--device", default="cpu")
+    a.set_defaults(fn=cmd_attention)
 
     c = sub.add_parser("plot", help="draw a run's training curves (bits/byte vs steps, seconds)")
     c.add_argument("--run", required=True, help="run folder (holding log.jsonl)")
