@@ -108,7 +108,8 @@ def _keys(x, compact, task: Task) -> torch.Tensor:
     if task.kind == "gather":
         idx = task.k_idx.clamp(min=0)
         hp, g, kn = idx.shape
-        return _gather_rows(x, idx.view(hp, g * kn)).view(*x.shape[:2], g, kn, x.shape[-1])
+        # -1: the heads of x, or Hp when x has one (the key padding mask of a per-head plan)
+        return _gather_rows(x, idx.view(hp, g * kn)).view(x.shape[0], -1, g, kn, x.shape[-1])
     views = _key_views(x, compact, task)
     return views[0] if len(views) == 1 else torch.cat(views, 3)
 
