@@ -117,3 +117,10 @@ def test_trainer_logs_the_warning(tmp_path, data):
     small = {k: v[:3_000] for k, v in data.items()}
     Trainer(_tiny(), tmp_path, data=small, log=logged.append, progress=False)
     assert any(m.startswith("warning:") and "memorise" in m for m in logged)
+
+
+def test_every_preset_documents_its_data_size():
+    from sparse_transformer.models.presets import DATA_SIZES, PRESETS
+
+    assert set(DATA_SIZES) == set(PRESETS)
+    assert all(n > 0 and text for n, text in DATA_SIZES.values())

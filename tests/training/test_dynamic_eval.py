@@ -48,7 +48,7 @@ def _first_changed_rows(fn, data, j):
     return a[:j], b[:j]  # row r is the prediction of byte r + 1, so rows < j predict bytes <= j
 
 
-@pytest.mark.parametrize("j", [40, 57, 90])
+@pytest.mark.parametrize("j", [40, 90])
 def test_no_byte_is_scored_after_training_on_it(j):
     """Changing byte j (and later ones) may not change any prediction of bytes 1..j: the weights
     that score byte j were trained on earlier bytes only. A peeking variant fails the same check

@@ -1,7 +1,8 @@
 """Named run presets, as code: a model, a training schedule and a data source each.
 
 ``demo`` is the Quickstart: a small fixed-pattern model on the embedded Shakespeare corpus that
-trains in about three minutes on a 2-core CPU. ``tiny`` is for tests. Other issues add the paper's
+trains in about three minutes on a 2-core CPU. ``tiny`` is for tests. ``DATA_SIZES`` (below)
+records the amount of training data each preset was made for. Other issues add the paper's
 configurations (enwik8, CIFAR-10, ImageNet 64x64, audio) and their "-small" / "-cpu" twins.
 """
 from __future__ import annotations
@@ -90,3 +91,25 @@ def get_preset(name: str) -> RunConfig:
 from .paper_presets import PAPER_PRESETS  # noqa: E402  (the paper's configurations)
 
 PRESETS.update(PAPER_PRESETS)
+
+# The training data each preset was made for: (training bytes, what they are). The schedule and
+# the model size were chosen for this much data; ``training.fit_check`` warns before training
+# when a run plans more than a few passes over its data or has a model far too large or small for
+# it. "demo": under one pass (about 0.6 of the 4.6 MB training split in its three minutes).
+DATA_SIZES: dict[str, tuple[int, str]] = {
+    "demo": (4_603_000, "the embedded Shakespeare corpus, 38 plays and poems for training"),
+    "tiny": (4_603_000, "the embedded corpus (tests: far under one pass)"),
+    "enwik8": (90_000_000, "enwik8, the first 90 MB (about 100 passes over its schedule; "
+                           "dropout 0.4 as in the paper)"),
+    "enwik8-small": (90_000_000, "enwik8, the first 90 MB (about 1.5 passes)"),
+    "enwik8-cpu": (4_603_000, "the embedded corpus (about 0.3 of a pass)"),
+    "cifar10": (153_600_000, "CIFAR-10, 50,000 training images of 3,072 bytes"),
+    "cifar10-small": (153_600_000, "CIFAR-10, 50,000 training images"),
+    "cifar10-cpu": (47_040_000, "Fashion-MNIST, 60,000 training images of 784 bytes"),
+    "imagenet64": (15_740_000_000, "ImageNet 64x64, 1.28 M training images of 12,288 bytes"),
+    "imagenet64-small": (15_740_000_000, "ImageNet 64x64, 1.28 M training images"),
+    "imagenet64-cpu": (47_040_000, "Fashion-MNIST, 60,000 training images"),
+    "audio": (1_000_000_000, "about a gigabyte of 12 kHz mu-law classical music"),
+    "audio-small": (100_000_000, "about 100 MB of rendered Bach at 12 kHz"),
+    "audio-cpu": (10_000_000, "about 10 MB: 40 rendered Bach pieces at 8 kHz"),
+}
