@@ -113,33 +113,6 @@ def test_split_calls_match_reference(pattern, n, causal):
     torch.testing.assert_close(lse[fin], ref_lse[fin], rtol=1e-5, atol=1e-5)
 
 
-def test_merge_through_lse_matches_the_union_with_gradients():
-    """Two disjoint key sets merged through their log-sum-exps give attention over the union, and
-    gradients flow through outputs and log-sum-exps (no NaN on rows empty in both)."""
-    from sparse_transformer.ops.flex import _merge
-
-    n = 64
-    q, k, v, kpm = (t.double() if t.is_floating_point() else t for t in _inputs(1, 2, n, 8))
-    kpm[0, :10] = True  # the first rows see nothing at all
-    a, b = P.Local(5), P.Column(8, min_distance=5)
-    q1, k1, v1 = (t.clone().requires_grad_() for t in (q, k, v))
-    o1, l1 = reference_attention(q1, k1, v1, a, True, kpm, return_lse=True)
-    o2, l2 = reference_attention(q1, k1, v1, b, True, kpm, return_lse=True)
-    out, lse = _merge(o1, l1, o2, l2)
-    q2, k2, v2 = (t.clone().requires_grad_() for t in (q, k, v))
-    ref, ref_lse = reference_attention(q2, k2, v2, a | b, True, kpm, return_lse=True)
-    torch.testing.assert_close(out, ref)
-    assert torch.equal(torch.isinf(lse), torch.isinf(ref_lse))
-    g = torch.randn_like(out)
-    fin = torch.isfinite(ref_lse)
-    w = torch.randn_like(lse)
-    got = torch.autograd.grad((out * g).sum() + (lse[fin] * w[fin]).sum(), (q1, k1, v1))
-    want = torch.autograd.grad((ref * g).sum() + (ref_lse[fin] * w[fin]).sum(), (q2, k2, v2))
-    for x, y in zip(got, want):
-        assert torch.isfinite(x).all()
-        torch.testing.assert_close(x, y)
-
-
 @pytest.mark.parametrize("n,stride", [(97, 8), (300, 16), (256, 16), (40, 7)])
 def test_transposed_position_is_the_sorted_order(n, stride):
     from sparse_transformer.ops.flex import _transposed_order, _transposed_position

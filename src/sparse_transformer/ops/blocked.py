@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from ..patterns import Pattern
 from ..patterns.layout import allowed_rows
+from .merge import lse_weights
 from .plans import Plan, Task, _plan_on, build_plan
 
 CHUNK_SCORES = 1 << 20  # most score elements (batch x heads x queries x keys) in one step
@@ -281,15 +282,15 @@ class _BlockedAttention(torch.autograd.Function):
 
 
 def _fold(out, lse, o, lse_t, first: bool) -> None:
-    """Online-softmax merge of one step's normalised output into the running (out, lse) views."""
+    """Online-softmax merge of one step's normalised output into the running (out, lse) views
+    (the shared log-sum-exp rule, ``merge.lse_weights``, applied in place)."""
     if first:
         out.copy_(o)
         lse.copy_(lse_t)
         return
-    new = torch.logaddexp(lse, lse_t)
-    new_safe = torch.where(torch.isfinite(new), new, torch.zeros_like(new))
-    out.mul_(torch.exp(lse - new_safe).unsqueeze(-1))
-    out.add_(o.mul_(torch.exp(lse_t - new_safe).unsqueeze(-1)))
+    w, new = lse_weights(torch.stack([lse, lse_t]), 0)
+    out.mul_(w[0].unsqueeze(-1))
+    out.add_(o.mul_(w[1].unsqueeze(-1)))
     lse.copy_(new)
 
 

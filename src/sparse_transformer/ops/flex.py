@@ -24,6 +24,7 @@ from functools import lru_cache
 import torch
 
 from ..patterns import Column, Pattern, PerHead, Summary, Union, block_layout
+from .merge import merge_partials
 from .triton_plan import _token_tiles, tile_positions
 
 BLOCK = 128
@@ -153,9 +154,8 @@ def flex_attention_backend(q, k, v, pattern: Pattern, causal: bool = True,
         # The log-sum-exp costs FlexAttention time: asked for only when merged or returned.
         need = return_lse or bool(special)
         results.append(_flex(q, k, v, rest, causal, key_padding_mask, scale, need))
-    out, lse = results[0]
-    for o, l in results[1:]:
-        out, lse = _merge(out, lse, o, l)
+    # Disjoint parts combine through their log-sum-exps (differentiable, empty rows stay zero).
+    out, lse = merge_partials([o for o, _ in results], [l for _, l in results])
     return (out, lse) if return_lse else out
 
 
@@ -304,19 +304,6 @@ def _finite_lse(out, lse):
     lse = torch.where(torch.isfinite(lse), lse.float(), torch.full_like(lse, float("-inf"),
                                                                        dtype=torch.float32))
     return out, lse
-
-
-def _merge(o1, l1, o2, l2):
-    """Attention over disjoint key sets combined through their log-sum-exps (differentiable; rows
-    empty in both stay zero with a log-sum-exp of -inf)."""
-    m = torch.maximum(l1, l2).detach()  # any shift gives the same values: no gradient through it
-    m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
-    w1, w2 = torch.exp(l1 - m), torch.exp(l2 - m)
-    total = w1 + w2
-    safe = total.clamp_min(torch.finfo(torch.float32).tiny)
-    out = o1.float() * (w1 / safe)[..., None] + o2.float() * (w2 / safe)[..., None]
-    lse = torch.where(total > 0, m + torch.log(safe), torch.full_like(m, float("-inf")))
-    return out.to(o1.dtype), lse
 
 
 def _call(fn, q, k, v, bm, scale):

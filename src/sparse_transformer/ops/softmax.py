@@ -1,11 +1,14 @@
 """Masked softmax-attention that never produces NaN: rows with no allowed key give zeros.
 
-Shared by the reference and the blocked backend so both treat empty rows the same way; the
-gradient of an empty row is exactly zero (every ``where`` keeps the unused branch finite).
+Used by the reference; the weights and log-sum-exp come from the one rule every backend shares
+(``merge.lse_weights``), so empty rows are treated alike everywhere and their gradient is exactly
+zero.
 """
 from __future__ import annotations
 
 import torch
+
+from .merge import lse_weights
 
 
 def safe_softmax_attend(scores: torch.Tensor, mask: torch.Tensor, v: torch.Tensor):
@@ -14,13 +17,5 @@ def safe_softmax_attend(scores: torch.Tensor, mask: torch.Tensor, v: torch.Tenso
     Returns (out (..., q, d), lse (..., q) in float32 or float64, -inf for empty rows).
     """
     acc = torch.float64 if scores.dtype == torch.float64 else torch.float32
-    s = scores.to(acc).masked_fill(~mask, float("-inf"))
-    m = s.amax(-1, keepdim=True)
-    m = torch.where(torch.isfinite(m), m, torch.zeros_like(m)).detach()
-    p = torch.exp(s - m)
-    denom = p.sum(-1, keepdim=True)
-    nonempty = denom > 0
-    safe = torch.where(nonempty, denom, torch.ones_like(denom))
-    out = torch.matmul((p / safe).to(v.dtype), v)
-    lse = torch.where(nonempty, torch.log(safe) + m, torch.full_like(m, float("-inf")))
-    return out, lse.squeeze(-1)
+    p, lse = lse_weights(scores.to(acc).masked_fill(~mask, float("-inf")), -1)
+    return torch.matmul(p.to(v.dtype), v), lse
