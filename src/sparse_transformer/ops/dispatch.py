@@ -8,6 +8,7 @@ PyTorch); GPU backends register themselves here when they are importable.
 from __future__ import annotations
 
 import contextlib
+import math
 from typing import Callable
 
 import torch
@@ -149,8 +150,9 @@ def validate(q, k, v, pattern, causal, key_padding_mask, scale, q_offset=None,
         _check_mask("key_padding_mask", key_padding_mask, (b, lk), q.device)
     if query_padding_mask is not None:
         _check_mask("query_padding_mask", query_padding_mask, (b, lq), q.device)
-    if scale is not None and not (isinstance(scale, (int, float)) and scale > 0):
-        raise ValueError(f"scale must be a positive number or None, got {scale!r}")
+    if scale is not None and not (isinstance(scale, (int, float)) and not isinstance(scale, bool)
+                                  and math.isfinite(scale) and scale > 0):
+        raise ValueError(f"scale must be a positive finite number or None, got {scale!r}")
     if q_offset is None:
         return default_q_offset(lq, lk)
     if isinstance(q_offset, torch.Tensor) and q_offset.numel() == 1 and not q_offset.is_floating_point():
@@ -201,6 +203,16 @@ def _square_call(fn, q, k, v, pattern, causal, key_padding_mask, scale, return_l
     return (out, lse) if return_lse else out
 
 
+def _empty_attention(q, k, v, return_lse):
+    """No queries or no keys: every query has no allowed key, so zeros (and zero gradients,
+    still connected to q, k and v) and a log-sum-exp of -inf."""
+    out = q * 0 + (k.sum() + v.sum()) * 0
+    if not return_lse:
+        return out
+    lse = torch.full(q.shape[:3], float("-inf"), dtype=torch.float32, device=q.device)
+    return out, lse
+
+
 def sparse_attention(q, k, v, pattern: Pattern, causal: bool = True, key_padding_mask=None,
                      scale=None, backend: str = "auto", return_lse: bool = False, *,
                      q_offset: int | None = None, query_padding_mask=None):
@@ -238,6 +250,8 @@ def sparse_attention(q, k, v, pattern: Pattern, causal: bool = True, key_padding
                              f"{list(BACKENDS)} for a sparse pattern")
     else:
         _check_backend_name(backend)
+    if q.numel() == 0 or k.shape[2] == 0:
+        return _empty_attention(q, k, v, return_lse)
     extra = dict(q_offset=q_offset, query_padding_mask=query_padding_mask)
     # Backends choose their own precision for the inputs' dtype (fp32 accumulation for half
     # inputs); an enclosing autocast region must not recast their internal products.
