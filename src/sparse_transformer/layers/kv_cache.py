@@ -7,7 +7,7 @@ still attend to it. That set is defined by the pattern's predicate:
     needed(j, cur) = any(allowed(i, j, h) for i in (cur, horizon) for h in heads)
 
 ``needed_keys`` evaluates it directly from the predicate (exact for any pattern, in chunks).
-``keep_rule`` states it in closed form for the built-in patterns, so eviction costs O(cache) per
+``keep_rule`` states it in closed form for patterns whose ``structure()`` names their shape, so eviction costs O(cache) per
 step; tests hold every rule equal to the predicate-derived set. What the rules imply:
 
 * Dense: every key is kept (n keys).
@@ -30,8 +30,7 @@ from typing import Callable
 
 import torch
 
-from ..patterns import (Block, Column, Dense, Fixed, Local, Pattern, PerHead, Strided, Summary,
-                        Union)
+from ..patterns import Pattern, Structure
 
 KeepRule = Callable[[torch.Tensor, int, int, int], torch.Tensor]
 
@@ -51,55 +50,51 @@ def needed_keys(pattern: Pattern, positions: torch.Tensor, cur: int, horizon: in
     return out
 
 
-def _summary_mask(pat: Summary | Fixed, j: torch.Tensor, n_heads: int) -> torch.Tensor:
-    pos = j.remainder(pat.stride)
-    if not pat.distinct_heads:
-        return pos >= pat.stride - pat.summary
+def _summary_mask(st: Structure, j: torch.Tensor, n_heads: int) -> torch.Tensor:
+    pos = j.remainder(st.stride)
+    if not st.distinct_heads:
+        return pos >= st.stride - st.summary
     ok = torch.zeros_like(j, dtype=torch.bool)
-    for off in range(min(n_heads, pat.stride // pat.summary)):
-        hi = pat.stride - off * pat.summary
-        ok |= (pos >= hi - pat.summary) & (pos < hi)
+    for off in range(min(n_heads, st.stride // st.summary)):
+        hi = st.stride - off * st.summary
+        ok |= (pos >= hi - st.summary) & (pos < hi)
     return ok
 
 
 def keep_rule(pattern: Pattern) -> KeepRule | None:
-    """Closed-form ``needed_keys`` for a built-in pattern, or None when there is none.
+    """Closed-form ``needed_keys`` for a pattern whose ``structure()`` has one, else None.
 
     The returned function takes (positions, cur, horizon, n_heads) -> bool mask."""
-    if isinstance(pattern, Dense):
+    s = pattern.structure()
+    if s.kind == "dense":
         return lambda j, cur, hz, nh: torch.full_like(j, cur + 1 < hz, dtype=torch.bool)
-    if isinstance(pattern, Local):
-        w = pattern.window
+    if s.kind == "band":
+        w = s.window
         return lambda j, cur, hz, nh: (j > cur + 1 - w) & (cur + 1 < hz)
-    if isinstance(pattern, Column):
-        s, md = pattern.stride, pattern.min_distance
+    if s.kind == "column":
+        stride, md = s.stride, s.min_distance
 
         def column(j, cur, hz, nh):
             lo = torch.clamp(j + md, min=cur + 1)
-            first = lo + (j - lo).remainder(s)  # smallest future query with (i - j) % s == 0
+            first = lo + (j - lo).remainder(stride)  # smallest future query with (i - j) % l == 0
             return first < hz
         return column
-    if isinstance(pattern, Block):
-        l = pattern.stride
+    if s.kind == "block":
+        l = s.stride
         return lambda j, cur, hz, nh: (j.div(l, rounding_mode="floor") == (cur + 1) // l) & (cur + 1 < hz)
-    if isinstance(pattern, Summary):
-        l = pattern.stride
+    if s.kind == "summary":
+        l = s.stride
 
         def summary(j, cur, hz, nh):
             first = torch.full_like(j, cur + 1)
-            if pattern.exclude_own_block:
+            if s.exclude_own_block:
                 first = torch.clamp((j.div(l, rounding_mode="floor") + 1) * l, min=cur + 1)
-            return _summary_mask(pattern, j, nh) & (first < hz)
+            return _summary_mask(s, j, nh) & (first < hz)
         return summary
-    if isinstance(pattern, Fixed):
-        return _union_rule([keep_rule(Block(pattern.stride)), keep_rule(
-            Summary(pattern.stride, pattern.summary, pattern.distinct_heads))])
-    if isinstance(pattern, Strided):
-        return _union_rule([keep_rule(f) for f in pattern.factors])
-    if isinstance(pattern, Union):
-        return _union_rule([keep_rule(m) for m in pattern.members])
-    if isinstance(pattern, PerHead):
-        rules = [keep_rule(p) for p in pattern.patterns]
+    if s.kind == "union":
+        return _union_rule([keep_rule(m) for m in s.members])
+    if s.kind == "per_head":
+        rules = [keep_rule(p) for p in s.members]
         if any(r is None for r in rules):
             return None
         P = len(rules)

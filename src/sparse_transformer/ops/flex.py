@@ -7,7 +7,7 @@ of tile masks evaluated from the predicate, so the mask function is traceable fo
 heads, causality and device; key padding is applied in the mask function (with padding, every
 listed tile counts as partial, since FlexAttention skips the mask function on full tiles).
 
-A strided column factor (``Column`` among the pattern's disjoint parts) has an allowed key in
+A strided column factor (a part whose ``structure()`` is a "column") has an allowed key in
 every tile below the diagonal in token order, so no tile could be skipped. It runs as its own
 FlexAttention call in the paper's transposed order instead (positions sorted by residue modulo
 the stride, then by row), where its tiles are few and dense. The other parts run in token order,
@@ -23,7 +23,8 @@ from functools import lru_cache
 
 import torch
 
-from ..patterns import Column, Pattern, PerHead, Summary, Union, block_layout
+from ..patterns import Pattern, Union, block_layout
+from ..patterns.structure import Structure
 from .merge import merge_partials
 from .triton_plan import _token_tiles, tile_positions
 
@@ -146,7 +147,7 @@ def flex_attention_backend(q, k, v, pattern: Pattern, causal: bool = True,
     special, rest = split_parts(pattern, n)
     results = []
     for part in special:
-        if isinstance(part, Column):
+        if part.structure().kind == "column":
             results.append(_transposed_call(q, k, v, part, causal, key_padding_mask, scale))
         else:
             results.append(_summary_call(q, k, v, part, causal, key_padding_mask, scale))
@@ -166,42 +167,44 @@ def split_parts(pattern: Pattern, n: int):
     gathered summary keys when the sequence holds at least two strides; everything else runs in
     token order. Parts are disjoint (``Pattern.parts``), so their results merge exactly."""
     parts = pattern.parts()
-    if len(parts) < 2 or isinstance(pattern, PerHead):
+    if len(parts) < 2 or pattern.structure().kind == "per_head":
         return [], pattern
-    special = [p for p in parts if isinstance(p, (Column, Summary)) and n >= 2 * p.stride]
+    special = [p for p in parts if p.structure().kind in ("column", "summary")
+               and n >= 2 * p.structure().stride]
     rest = [p for p in parts if not any(p is x for x in special)]
     if not special:
         return [], pattern
     return special, (None if not rest else rest[0] if len(rest) == 1 else Union(tuple(rest)))
 
 
-def _transposed_call(q, k, v, column: Column, causal: bool, key_padding_mask, scale):
+def _transposed_call(q, k, v, column: Pattern, causal: bool, key_padding_mask, scale):
     n = q.shape[2]
-    order, inverse = _transposed_order(n, column.stride, str(q.device))
+    order, inverse = _transposed_order(n, column.structure().stride, str(q.device))
     kpm = None if key_padding_mask is None else key_padding_mask[:, order]
     out, lse = _flex(q[:, :, order], k[:, :, order], v[:, :, order],
                      _TransposedColumn(column, n, causal), False, kpm, scale)
     return out[:, :, inverse], lse[:, :, inverse]
 
 
-def _summary_position(s, h, part: Summary):
+def _summary_position(s, h, st: Structure):
     """Token position of summary key ``s`` (the keys of every stride block, in order) for head
-    ``h``; arithmetic, so FlexAttention can trace it."""
-    low = part.stride - part.summary
-    if part.distinct_heads:
-        low = low - (h % (part.stride // part.summary)) * part.summary
-    return (s // part.summary) * part.stride + low + s % part.summary
+    ``h`` of a "summary" part; arithmetic, so FlexAttention can trace it."""
+    low = st.stride - st.summary
+    if st.distinct_heads:
+        low = low - (h % (st.stride // st.summary)) * st.summary
+    return (s // st.summary) * st.stride + low + s % st.summary
 
 
-def _summary_call(q, k, v, part: Summary, causal: bool, key_padding_mask, scale):
+def _summary_call(q, k, v, part: Pattern, causal: bool, key_padding_mask, scale):
     """All queries against the gathered summary keys (n * summary / stride of them)."""
     from torch.nn.attention.flex_attention import flex_attention
 
     b, h, n, d = q.shape
-    size = -(-n // part.stride) * part.summary
-    heads = h if part.distinct_heads else 1
+    st = part.structure()
+    size = -(-n // st.stride) * st.summary
+    heads = h if st.distinct_heads else 1
     pos = _summary_position(torch.arange(size, device=q.device)[None, :],
-                            torch.arange(heads, device=q.device)[:, None], part).clamp(max=n - 1)
+                            torch.arange(heads, device=q.device)[:, None], st).clamp(max=n - 1)
     if heads == 1:
         ks, vs = k[:, :, pos[0]], v[:, :, pos[0]]
     else:
@@ -212,7 +215,7 @@ def _summary_call(q, k, v, part: Summary, causal: bool, key_padding_mask, scale)
     return _finite_lse(*_call(fn, q, ks, vs, bm, scale))
 
 
-def _summary_block_mask(part: Summary, n: int, heads: int, causal: bool, device: str,
+def _summary_block_mask(part: Pattern, n: int, heads: int, causal: bool, device: str,
                         key_padding_mask):
     from torch.nn.attention.flex_attention import BlockMask
 
@@ -226,7 +229,7 @@ def _summary_block_mask(part: Summary, n: int, heads: int, causal: bool, device:
     plain = base.mask_mod
 
     def mask_mod(b, h, q_idx, s_idx):
-        kp = _summary_position(s_idx, h, part).clamp(max=n - 1)
+        kp = _summary_position(s_idx, h, part.structure()).clamp(max=n - 1)
         return plain(b, h, q_idx, s_idx) & ~key_padding_mask[b, kp]
 
     return BlockMask.from_kv_blocks(num, idx.contiguous(), BLOCK_SIZE=BLOCK, mask_mod=mask_mod,
@@ -234,15 +237,17 @@ def _summary_block_mask(part: Summary, n: int, heads: int, causal: bool, device:
 
 
 @lru_cache(maxsize=32)
-def _summary_base_mask(part: Summary, n: int, heads: int, causal: bool, device: str):
+def _summary_base_mask(part: Pattern, n: int, heads: int, causal: bool, device: str):
     from torch.nn.attention.flex_attention import create_block_mask
 
+    st = part.structure()
+
     def mask_mod(b, h, q_idx, s_idx):
-        kp = _summary_position(s_idx, h, part)
+        kp = _summary_position(s_idx, h, st)
         ok = (kp < n) & part.allowed(q_idx, kp, h)
         return ok & (kp <= q_idx) if causal else ok
 
-    size = -(-n // part.stride) * part.summary
+    size = -(-n // st.stride) * st.summary
     return create_block_mask(mask_mod, None, heads if heads > 1 else None, n, size,
                              device=device, BLOCK_SIZE=BLOCK)
 
@@ -273,7 +278,7 @@ class _TransposedColumn(Pattern):
     """A column part over transposed-order indices, causality included (``causal`` is the
     attention's): the pattern of the transposed FlexAttention call."""
 
-    column: Column
+    column: Pattern  # a part whose structure() is a "column"
     n: int
     causal: bool
 
@@ -282,8 +287,9 @@ class _TransposedColumn(Pattern):
         return True
 
     def allowed(self, q, k, h):
-        qp = _transposed_position(q, self.n, self.column.stride)
-        kp = _transposed_position(k, self.n, self.column.stride)
+        stride = self.column.structure().stride
+        qp = _transposed_position(q, self.n, stride)
+        kp = _transposed_position(k, self.n, stride)
         ok = self.column.allowed(qp, kp, h) & (q < self.n) & (k < self.n)
         return ok & (kp <= qp) if self.causal else ok
 

@@ -28,7 +28,8 @@ from functools import lru_cache
 
 import torch
 
-from ..patterns import Block, Column, Local, Pattern, Summary, block_layout
+from ..patterns import Pattern, Summary, block_layout
+from ..patterns.structure import Structure
 
 _MASK_ELEMENTS = 1 << 22  # predicate elements evaluated at once while building masks
 
@@ -124,10 +125,11 @@ def _plan_on(plan: Plan, device: str) -> Plan:
 @lru_cache(maxsize=64)
 def _build_plan_cached(part: Pattern, seq_len: int, num_heads: int, causal: bool) -> Plan:
     heads = num_heads if part.per_head else 1
-    if isinstance(part, Column):
-        plan = _column_plan(part, seq_len)
-    elif isinstance(part, Summary):
-        plan = _summary_plan(part, seq_len, heads, causal)
+    s = part.structure()
+    if s.kind == "column":
+        plan = _column_plan(s, seq_len)
+    elif s.kind == "summary":
+        plan = _summary_plan(part, s, seq_len, heads, causal)
     else:
         plan = _band_plan(part, seq_len, heads, causal) or _gather_plan(part, seq_len, heads, causal)
     tasks = []
@@ -176,8 +178,8 @@ def _compress(mask: torch.Tensor | None) -> torch.Tensor | None:
 
 
 # -- Column(l): the transposed (n/l x l) view ----------------------------------------------------
-def _column_plan(part: Column, n: int) -> Plan:
-    l = part.stride
+def _column_plan(s: Structure, n: int) -> Plan:
+    l = s.stride
     m = -(-n // l)
     groups = min(l, n)
     task = Task("column", 0, groups, m, stride=l)
@@ -185,15 +187,15 @@ def _column_plan(part: Column, n: int) -> Plan:
 
 
 # -- Summary(l, c): each query block against the prefix of the compact summary keys --------------
-def _summary_plan(part: Summary, n: int, heads: int, causal: bool) -> Plan:
+def _summary_plan(part: Pattern, s: Structure, n: int, heads: int, causal: bool) -> Plan:
     k = torch.arange(n)
-    whole = Summary(part.stride, part.summary, part.distinct_heads)
+    whole = Summary(s.stride, s.summary, s.distinct_heads)  # every block's summary keys
     keys = [k[whole.allowed(k, k, torch.tensor(h))] for h in range(heads)]
     width = max(1, max(len(x) for x in keys))
     compact = torch.full((heads, width), -1, dtype=torch.long)
     for h, x in enumerate(keys):
         compact[h, :len(x)] = x
-    rows = part.stride * max(1, -(-64 // part.stride))
+    rows = s.stride * max(1, -(-64 // s.stride))
     plan = Plan(n, n, heads, (), compact)
     tasks = []
     for r0 in range(0, n, rows):
@@ -214,10 +216,11 @@ def _summary_plan(part: Summary, n: int, heads: int, causal: bool) -> Plan:
 # -- band-shaped layouts (Local, Block, ...): shifted views of the keys --------------------------
 def choose_block(part: Pattern, n: int) -> int:
     """Block size: small enough to waste little, large enough for efficient matmuls."""
-    if isinstance(part, Block) and part.stride <= 256:
-        return part.stride
-    if isinstance(part, Local):
-        return 32 if part.window >= 64 else 16
+    s = part.structure()
+    if s.kind == "block" and s.stride <= 256:
+        return s.stride
+    if s.kind == "band":
+        return 32 if s.window >= 64 else 16
     return 64 if n >= 256 else 32
 
 

@@ -25,7 +25,7 @@ from functools import lru_cache
 
 import torch
 
-from ..patterns import Block, Column, Local, Pattern, Summary, block_layout
+from ..patterns import Pattern, block_layout
 
 _EVAL_ELEMENTS = 1 << 24  # predicate elements evaluated at once while building a plan
 
@@ -157,33 +157,30 @@ def _pairs_for_part(part: Pattern, n: int, heads: int, causal: bool, block: int,
     tok = _token_tiles(n, block, device)
     token_q, covers_k = True, True
     qt_heads, kt_heads, cands = [], [], []
+    s = part.structure()  # the shortcuts below are candidate lists; the predicate decides
     for h in range(hp):
         qt, kt = tok, tok
-        if isinstance(part, Column) and n >= 2 * part.stride:
-            qt, r = _column_tiles(n, part.stride, block, device)
+        if s.kind == "column" and n >= 2 * s.stride:
+            qt, r = _column_tiles(n, s.stride, block, device)
             kt = qt
-            idx = torch.arange(qt.shape[0], device=device)
             same = r[:, None] == r[None, :]
             if causal:
-                same &= qt[None, :, 0] <= qt[:, None, 0] + (block - 1) * part.stride
+                same &= qt[None, :, 0] <= qt[:, None, 0] + (block - 1) * s.stride
             qi, ki = same.nonzero(as_tuple=True)
-            del idx
             token_q = False
-        elif isinstance(part, Summary) and compact_summary and (
-                block % part.summary == 0 or part.summary % block == 0):
-            off = h % (part.stride // part.summary) if part.distinct_heads else 0
-            low = part.stride - (off + 1) * part.summary
-            kt = _summary_tiles(n, part.stride, part.summary, low, block, device)
+        elif s.kind == "summary" and compact_summary and (
+                block % s.summary == 0 or s.summary % block == 0):
+            kt = _summary_tiles(n, s.stride, s.summary, s.summary_low(h), block, device)
             ok = torch.ones(qt.shape[0], kt.shape[0], dtype=torch.bool, device=device)
             if causal:
                 ok &= kt[None, :, 0] <= qt[:, None, 0] + block - 1
             qi, ki = ok.nonzero(as_tuple=True)
             covers_k = False
-        elif isinstance(part, Local):
-            qi, ki = _band(qt.shape[0], kt.shape[0], -(-(part.window - 1) // block) + 1, causal,
+        elif s.kind == "band":
+            qi, ki = _band(qt.shape[0], kt.shape[0], -(-(s.window - 1) // block) + 1, causal,
                            device)
-        elif isinstance(part, Block):
-            qi, ki = _band(qt.shape[0], kt.shape[0], -(-part.stride // block) + 1, causal, device)
+        elif s.kind == "block":
+            qi, ki = _band(qt.shape[0], kt.shape[0], -(-s.stride // block) + 1, causal, device)
         else:
             lay = block_layout(part, n, block, hp, causal, device=device)
             qi, ki = lay.active[h].nonzero(as_tuple=True)
@@ -264,7 +261,7 @@ def build_plan(pattern: Pattern, seq_len: int, num_heads: int, causal: bool, dev
 @lru_cache(maxsize=64)
 def _build_cached(pattern, n, heads, causal, device, block):
     parts = pattern.parts()
-    covering = any(not isinstance(p, Summary) for p in parts)
+    covering = any(p.structure().kind != "summary" for p in parts)
     sets = [_broadcast_heads(_pairs_for_part(p, n, heads, causal, block, device, covering), heads)
             for p in parts]
     # Global mask deduplication: identical tiles (all diagonals, say) are stored once.

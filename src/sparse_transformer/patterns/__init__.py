@@ -13,10 +13,11 @@ from .per_head import PerHead
 from .presets import PATTERN_KINDS, bigbird, build_pattern, longformer
 from .random import Random
 from .strided import Column, Strided
+from .structure import Structure
 from .union import Union
 
 __all__ = [
     "Pattern", "Dense", "Local", "Strided", "Column", "Fixed", "Block", "Summary", "Global",
     "Random", "Union", "PerHead", "BlockLayout", "block_layout", "count_pairs", "dense_mask",
-    "PATTERN_KINDS", "bigbird", "longformer", "build_pattern",
+    "PATTERN_KINDS", "bigbird", "longformer", "build_pattern", "Structure",
 ]

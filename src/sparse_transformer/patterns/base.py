@@ -129,6 +129,15 @@ class Pattern:
         total = num_heads * (seq_len * (seq_len + 1) // 2 if causal else seq_len * seq_len)
         return pairs / total
 
+    def structure(self):
+        """What backends may assume beyond the predicate (``structure.Structure``): the one hook
+        they ask for their shortcuts instead of testing the pattern's class. The default,
+        "generic", claims nothing; patterns with a known shape override this, and tests hold
+        every answer equal to the predicate."""
+        from .structure import GENERIC
+
+        return GENERIC
+
     def parts(self) -> list["Pattern"]:
         """Disjoint sub-patterns whose union is this pattern (used to pick execution plans).
 

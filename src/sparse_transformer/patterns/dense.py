@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import torch
 
 from .base import Pattern
+from .structure import Structure
 
 
 @dataclass(frozen=True)
@@ -13,6 +14,9 @@ class Dense(Pattern):
     @property
     def depends_on_difference(self) -> bool:
         return True
+
+    def structure(self):
+        return Structure("dense")
 
     def allowed(self, q, k, h):
         return torch.ones(torch.broadcast_shapes(q.shape, k.shape), dtype=torch.bool,

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .base import Pattern, check_positive_int
+from .structure import Structure
 
 
 def _check_stride_summary(stride, summary, distinct_heads):
@@ -45,6 +46,9 @@ class Block(Pattern):
     def traceable(self) -> bool:
         return True
 
+    def structure(self):
+        return Structure("block", stride=self.stride)
+
     def allowed(self, q, k, h):
         return q.div(self.stride, rounding_mode="floor") == k.div(self.stride, rounding_mode="floor")
 
@@ -68,6 +72,11 @@ class Summary(Pattern):
     @property
     def traceable(self) -> bool:
         return True
+
+    def structure(self):
+        return Structure("summary", stride=self.stride, summary=self.summary,
+                         distinct_heads=self.distinct_heads,
+                         exclude_own_block=self.exclude_own_block)
 
     def allowed(self, q, k, h):
         ok = _summary_ok(k, h, self.stride, self.summary, self.distinct_heads)
@@ -99,6 +108,9 @@ class Fixed(Pattern):
     @property
     def traceable(self) -> bool:
         return True
+
+    def structure(self):
+        return Structure("union", members=self.factors)
 
     def allowed(self, q, k, h):
         same = q.div(self.stride, rounding_mode="floor") == k.div(self.stride, rounding_mode="floor")

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .base import Pattern, check_positive_int
+from .structure import Structure
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,9 @@ class Local(Pattern):
     @property
     def traceable(self) -> bool:
         return True
+
+    def structure(self):
+        return Structure("band", window=self.window)
 
     def allowed(self, q, k, h):
         return (q - k).abs() < self.window

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import torch
 
 from .base import Pattern
+from .structure import Structure
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,9 @@ class PerHead(Pattern):
     @property
     def per_head(self) -> bool:
         return True
+
+    def structure(self):
+        return Structure("per_head", members=self.patterns)
 
     def allowed(self, q, k, h):
         h = torch.as_tensor(h, device=q.device)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from .base import Pattern, check_positive_int
 from .local import Local
+from .structure import Structure
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,9 @@ class Column(Pattern):
     @property
     def traceable(self) -> bool:
         return True
+
+    def structure(self):
+        return Structure("column", stride=self.stride, min_distance=self.min_distance)
 
     def allowed(self, q, k, h):
         d = q - k
@@ -63,6 +67,9 @@ class Strided(Pattern):
     @property
     def traceable(self) -> bool:
         return True
+
+    def structure(self):
+        return Structure("union", members=self.factors)
 
     def allowed(self, q, k, h):
         d = q - k

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .base import Pattern
+from .structure import Structure
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,9 @@ class Union(Pattern):
     @property
     def per_head(self) -> bool:
         return any(m.per_head for m in self.members)
+
+    def structure(self):
+        return Structure("union", members=self.members)
 
     def allowed(self, q, k, h):
         out = self.members[0].allowed(q, k, h)
