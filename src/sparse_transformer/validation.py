@@ -20,6 +20,7 @@ from pathlib import Path
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 COMPILE = ("auto", "on", "off")
+PARALLEL = ("ddp", "fsdp")
 
 
 class ConfigError(ValueError):
@@ -149,6 +150,13 @@ def check_train_config(t) -> None:
     check_device("train.device", t.device)
     if hasattr(t, "compile"):
         _choice("train.compile", t.compile, COMPILE)
+    if hasattr(t, "grad_accum"):
+        _int("train.grad_accum", t.grad_accum, 1, hint=" (micro-batches per optimizer step)")
+        if t.batch_size % t.grad_accum:
+            raise ConfigError(f"train.batch_size ({t.batch_size}) must be divisible by "
+                              f"train.grad_accum ({t.grad_accum})")
+        _choice("train.parallel", t.parallel, PARALLEL)
+        _float("train.dist_timeout", t.dist_timeout, 0.0, lo_open=True, hint=" (seconds)")
 
 
 def check_data_config(d) -> None:

@@ -49,6 +49,9 @@ class TrainConfig:
     cuda_graphs: bool = False  # with compile: replay each block as a CUDA graph (static shapes)
     keep_best: bool = True  # save a checkpoint at every eval that improves the validation loss
     early_stop_patience: int = 0  # stop after this many evals without improvement (0 = off)
+    grad_accum: int = 1  # micro-batches per optimizer step (the global batch stays batch_size)
+    parallel: str = "ddp"  # ddp | fsdp: how the processes of a torchrun job share the model
+    dist_timeout: float = 600.0  # seconds a collective waits for a missing rank before failing
 
 
 @dataclass

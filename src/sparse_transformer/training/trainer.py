@@ -99,9 +99,9 @@ class Trainer:
         if t.num_threads:
             torch.set_num_threads(t.num_threads)
         self.dist, self.device = dist_utils.setup(t.device)
-        if t.batch_size % self.dist.world:
+        if t.batch_size % (self.dist.world * t.grad_accum):
             raise ValueError(f"batch_size ({t.batch_size}) must be divisible by the number of "
-                             f"processes ({self.dist.world})")
+                             f"processes ({self.dist.world}) x grad_accum ({t.grad_accum})")
         self.autocast = autocast_for(t.precision, self.device)
         self.data = data if data is not None else load_dataset(cfg.data, cfg.model.seq_len)
         check_data_splits(cfg, self.data)  # long enough for the context, before any step
@@ -235,10 +235,15 @@ class Trainer:
 
     # -- steps ----------------------------------------------------------------------------------
     def batch(self, step: int, split: str = "train", stream: int = 0):
-        t, m = self.cfg.train, self.cfg.model
-        # Each rank draws its own share of the global batch from its own stream.
-        rng = batch_generator(t.seed, step, stream * self.dist.world + self.dist.rank)
-        x, y = self._draw(self.data[split], t.batch_size // self.dist.world, rng)
+        """This rank's rows of the global batch of ``step``. Every rank draws the same global
+        batch (one stream per step, whatever the number of processes) and keeps its slice, so a
+        run's batches do not depend on how many processes share it."""
+        t = self.cfg.train
+        rng = batch_generator(t.seed, step, stream)
+        x, y = self._draw(self.data[split], t.batch_size, rng)
+        per = t.batch_size // self.dist.world
+        x, y = x[self.dist.rank * per:(self.dist.rank + 1) * per], \
+            y[self.dist.rank * per:(self.dist.rank + 1) * per]
         if self.device.type == "cuda":  # copy while the GPU still works on the previous step
             return (x.pin_memory().to(self.device, non_blocking=True),
                     y.pin_memory().to(self.device, non_blocking=True))
@@ -265,10 +270,20 @@ class Trainer:
             g["lr"] = lr_at(self.step, t)
         x, y = self.batch(self.step)
         self.model.train()
-        ctx = self.autocast() if self.autocast else contextlib.nullcontext()
-        with ctx:
-            logits = self.train_model(x)
-            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+        self.optimizer.zero_grad(set_to_none=True)
+        k = t.grad_accum
+        micro = x.shape[0] // k
+        total = None
+        for i in range(k):  # micro-batches; gradients are averaged over the whole batch
+            xs, ys = x[i * micro:(i + 1) * micro], y[i * micro:(i + 1) * micro]
+            with self._sync_gradients(i == k - 1):
+                ctx = self.autocast() if self.autocast else contextlib.nullcontext()
+                with ctx:
+                    logits = self.train_model(xs)
+                    part = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), ys.reshape(-1))
+                self.scaler.scale(part / k if k > 1 else part).backward()
+            total = part.detach() if total is None else total + part.detach()
+        loss = total / k if k > 1 else total
         bad = ~torch.isfinite(loss.detach())
         if self._bad is None:
             self._bad, self._bad_step = bad, torch.full((), -1, device=loss.device)
@@ -276,14 +291,20 @@ class Trainer:
         self._bad_step = torch.where(first, torch.full_like(self._bad_step, self.step),
                                      self._bad_step)
         self._bad = self._bad | bad
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
         self.scaler.unscale_(self.optimizer)
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.step += 1
-        return loss.detach()
+        return loss
+
+    def _sync_gradients(self, last: bool):
+        """The gradient reduction of one micro-batch: DDP all-reduces on the last one only
+        (``no_sync`` before it); FSDP reduce-scatters every micro-batch, so that gradients stay
+        sharded (accumulating without it would hold every unit's whole gradient)."""
+        if last or not isinstance(self.train_model, torch.nn.parallel.DistributedDataParallel):
+            return contextlib.nullcontext()
+        return self.train_model.no_sync()
 
     def _check_finite(self) -> None:
         """Raise ``TrainingDiverged`` if any step since the last check had a NaN or infinite
