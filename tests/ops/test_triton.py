@@ -13,7 +13,7 @@ from sparse_transformer import patterns as P  # noqa: E402
 from sparse_transformer import sparse_attention  # noqa: E402
 from sparse_transformer.ops import BACKENDS, reference_attention  # noqa: E402
 from sparse_transformer.ops.triton_backend import get_plan, interpreting, triton_attention  # noqa: E402
-from sparse_transformer.ops.triton_plan import tile_positions  # noqa: E402
+from sparse_transformer.ops.tiles import tile_positions  # noqa: E402
 from tolerance import check_against_reference  # noqa: E402
 
 CUDA = torch.cuda.is_available()

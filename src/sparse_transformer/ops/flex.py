@@ -26,10 +26,9 @@ import torch
 from ..patterns import Pattern, Union, block_layout
 from ..patterns.structure import Structure
 from .merge import merge_partials
-from .triton_plan import _token_tiles, tile_positions
+from .tiles import tile_pair_masks, token_tiles
 
 BLOCK = 128
-_EVAL_ELEMENTS = 1 << 24
 
 
 def flex_importable() -> bool:
@@ -54,18 +53,10 @@ def _layout_tables(pattern: Pattern, n: int, heads: int, causal: bool, device: s
     lay = block_layout(pattern, n, block, hp, causal, device=device)
     active, full = lay.active, lay.full
     partial = active & ~full
-    tiles = _token_tiles(n, block, device)
+    tiles = token_tiles(n, block, device)
     h_idx, qi, ki = partial.nonzero(as_tuple=True)
-    masks = []
-    step = max(1, _EVAL_ELEMENTS // (block * block))
-    for s in range(0, qi.numel(), step):
-        qp = tile_positions(tiles[qi[s:s + step]], block)
-        kp = tile_positions(tiles[ki[s:s + step]], block)
-        ok = pattern.allowed(qp[:, :, None], kp[:, None, :], h_idx[s:s + step, None, None])
-        ok = ok & (kp < n)[:, None, :] & (qp < n)[:, :, None]
-        if causal:
-            ok = ok & (kp[:, None, :] <= qp[:, :, None])
-        masks.append(ok)
+    masks = [ok & q_in for ok, q_in in tile_pair_masks(pattern, n, causal, tiles, tiles, qi, ki,
+                                                        h_idx, block)]
     nb = lay.num_blocks
     # Tile 0 masks everything (inactive tiles), tile 1 allows everything (full tiles): the
     # mask_mod must be right everywhere, since eager FlexAttention evaluates it on every pair.

@@ -1,10 +1,8 @@
 """Execution plans for the Triton kernels: which (query tile, key tile) pairs to compute.
 
-A *tile* is ``block`` positions described by three ints (start, seg, jump): position t of the tile
-is ``start + (t // seg) * jump + t % seg``. Contiguous tiles have ``seg = block``; the strided
-column factor uses tiles of the paper's transposed (n/l x l) view (``seg = 1, jump = l``); the
-fixed summary factor gathers the summary keys of several blocks into one compact tile
-(``seg = c, jump = l``). Positions >= n are out of bounds and masked by the kernels.
+Tiles are the shared description of ``ops/tiles.py``: ``block`` positions given by (start, seg,
+jump): contiguous ones, tiles of the paper's transposed (n/l x l) view for the strided column
+factor, compact tiles of the fixed summary keys. Positions >= n are masked by the kernels.
 
 A pattern is split into disjoint parts (``Pattern.parts``); each part gets its own query and key
 tilings and the list of tile pairs that hold an allowed pair. Every pair is evaluated against the
@@ -26,8 +24,7 @@ from functools import lru_cache
 import torch
 
 from ..patterns import Pattern, block_layout
-
-_EVAL_ELEMENTS = 1 << 24  # predicate elements evaluated at once while building a plan
+from .tiles import tile_pair_masks, token_tiles
 
 
 @dataclass(frozen=True)
@@ -76,18 +73,6 @@ class _PartPairs:
     covers_k: bool  # key tiling covers every position
 
 
-def tile_positions(tiles: torch.Tensor, block: int) -> torch.Tensor:
-    """(..., 3) tile descriptors -> (..., block) positions."""
-    t = torch.arange(block, device=tiles.device)
-    start, seg, jump = tiles[..., 0:1], tiles[..., 1:2], tiles[..., 2:3]
-    return start + torch.div(t, seg, rounding_mode="floor") * jump + t.remainder(seg)
-
-
-def _token_tiles(n: int, block: int, device) -> torch.Tensor:
-    starts = torch.arange(0, n, block, device=device)
-    return torch.stack([starts, torch.full_like(starts, block), torch.full_like(starts, block)], -1)
-
-
 def _column_tiles(n: int, stride: int, block: int, device):
     """Tiles of the transposed view: residue r, rows m0 .. m0 + block - 1 (position m * l + r)."""
     rows = -(-n // stride)
@@ -121,16 +106,8 @@ def _summary_tiles(n: int, stride: int, summary: int, low: int, block: int, devi
 def _evaluate(part: Pattern, head: int, n: int, causal: bool, qtiles, ktiles, qi, ki, block):
     """Active / full flags and masks of candidate tile pairs (qi, ki), in chunks."""
     act, full, masks = [], [], []
-    step = max(1, _EVAL_ELEMENTS // (block * block))
     h = torch.tensor(head, device=qtiles.device)
-    for s in range(0, qi.numel(), step):
-        qp = tile_positions(qtiles[qi[s:s + step]], block)  # (C, B)
-        kp = tile_positions(ktiles[ki[s:s + step]], block)
-        ok = part.allowed(qp[:, :, None], kp[:, None, :], h)
-        ok = ok & (kp < n)[:, None, :]
-        if causal:
-            ok = ok & (kp[:, None, :] <= qp[:, :, None])
-        qin = (qp < n)[:, :, None]
+    for ok, qin in tile_pair_masks(part, n, causal, qtiles, ktiles, qi, ki, h, block):
         a = (ok & qin).any(dim=(1, 2))
         f = (ok | ~qin).all(dim=(1, 2))
         act.append(a)
@@ -154,7 +131,7 @@ def _band(tq: int, tk: int, width: int, causal: bool, device):
 def _pairs_for_part(part: Pattern, n: int, heads: int, causal: bool, block: int, device,
                     compact_summary: bool) -> _PartPairs:
     hp = heads if part.per_head else 1
-    tok = _token_tiles(n, block, device)
+    tok = token_tiles(n, block, device)
     token_q, covers_k = True, True
     qt_heads, kt_heads, cands = [], [], []
     s = part.structure()  # the shortcuts below are candidate lists; the predicate decides
