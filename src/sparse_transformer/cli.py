@@ -150,6 +150,7 @@ def cmd_train(args) -> int:
     except (TrainingDiverged, ckpt.RunWriteError, ckpt.RunFolderError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    trainer.consolidate()  # fsdp: the whole model onto rank 0 (every rank takes part)
     if not trainer.dist.is_main:  # under torchrun, rank 0 alone evaluates, samples and draws
         dist_utils.cleanup(trainer.dist)
         return 0

@@ -157,6 +157,9 @@ def check_train_config(t) -> None:
                               f"train.grad_accum ({t.grad_accum})")
         _choice("train.parallel", t.parallel, PARALLEL)
         _float("train.dist_timeout", t.dist_timeout, 0.0, lo_open=True, hint=" (seconds)")
+        if t.parallel == "fsdp" and getattr(t, "cuda_graphs", False):
+            raise ConfigError("train.cuda_graphs must be false with train.parallel='fsdp' "
+                              "(FSDP's collectives run inside every block)")
 
 
 def check_data_config(d) -> None:

@@ -6,6 +6,9 @@ A checkpoint is a folder ``step_XXXXXXXX`` holding ``model.safetensors``, ``opti
 scalars, loss scaler, elapsed time) and ``manifest.json`` (the run id, and the size and sha256 of
 every other file). It is written under a temporary name, every file fsynced, then renamed into
 place. A run killed at any moment leaves either the old or the new checkpoint, never half of one.
+``train.parallel="fsdp"`` runs write sharded checkpoints instead (``training/sharded.py``: the model
+and optimizer through torch.distributed.checkpoint in ``dcp/``, the consolidated weights in
+``model.safetensors``), found, verified and pruned by the same code.
 
 The folder is the truth, not a pointer: ``find_checkpoint`` scans the ``step_*`` folders, newest
 first, and takes the first one whose manifest checks (every file present, sizes and sha256 equal).
@@ -44,6 +47,9 @@ MANIFEST = "manifest.json"
 RUN_FILE = "run.json"
 LOG_FILE = "log.jsonl"
 FILES = ("model.safetensors", "optimizer.safetensors", "rng.safetensors", "state.json")
+# A sharded checkpoint (``train.parallel="fsdp"``, training/sharded.py): the model and optimizer
+# through torch.distributed.checkpoint in ``dcp/``, plus the consolidated weights.
+SHARDED_FILES = ("model.safetensors", "rng.safetensors", "state.json", "dcp/.metadata")
 FORMAT = 1
 _STEP = re.compile(r"^step_(\d{8,})$")
 
@@ -310,7 +316,8 @@ def verify_checkpoint(path: str | Path) -> None:
     try:
         manifest = json.loads(mpath.read_text())
         files = manifest["files"]
-        complete = isinstance(files, dict) and set(FILES) <= set(files)
+        complete = isinstance(files, dict) and (set(FILES) <= set(files)
+                                                or set(SHARDED_FILES) <= set(files))
     except (OSError, ValueError, KeyError, TypeError):
         complete = False
     if not complete:
@@ -322,7 +329,7 @@ def verify_checkpoint(path: str | Path) -> None:
         f = path / name
         if not isinstance(want, dict):
             raise CheckpointError(mpath, "damaged manifest")
-        if "/" in name or name.startswith("."):
+        if not _inside(name):
             raise CheckpointError(mpath, f"names a file outside the checkpoint: {name!r}")
         if f.is_symlink() or not f.is_file():
             raise CheckpointError(f, "missing")
@@ -332,6 +339,19 @@ def verify_checkpoint(path: str | Path) -> None:
                                      "(truncated or overwritten)")
         if sha256_file(f) != want.get("sha256"):
             raise CheckpointError(f, "sha256 differs from the manifest (damaged)")
+
+
+def _inside(name: str) -> bool:
+    """A manifest name of a file in the checkpoint: a plain name, or ``dcp/<plain name>``."""
+    parts = name.split("/")
+    if len(parts) == 2 and parts[0] == "dcp":
+        return parts[1] not in ("", ".", "..")
+    return len(parts) == 1 and not name.startswith(".")
+
+
+def is_sharded(path: str | Path) -> bool:
+    """True for a checkpoint written by ``training/sharded.py`` (a ``dcp/`` folder)."""
+    return (Path(path) / "dcp").is_dir() and not (Path(path) / "optimizer.safetensors").exists()
 
 
 def read_pointer(run_dir: str | Path) -> Path | None:
@@ -436,6 +456,7 @@ class Loaded:
     model: dict[str, torch.Tensor]
     optimizer: dict[str, torch.Tensor]
     rng: dict[str, torch.Tensor]
+    sharded: bool = False  # model and optimizer not read: see training/sharded.load_into
 
 
 def _read_tensors(path: Path, device="cpu") -> dict[str, torch.Tensor]:
@@ -462,6 +483,9 @@ def load_checkpoint(ckpt: str | Path) -> Loaded:
     """Verify ``ckpt`` and read it whole; ``CheckpointError`` names the file that is wrong."""
     ckpt = Path(ckpt)
     verify_checkpoint(ckpt)
+    if is_sharded(ckpt):
+        return Loaded(ckpt, load_state(ckpt), {}, {}, _read_tensors(ckpt / "rng.safetensors"),
+                      sharded=True)
     return Loaded(ckpt, load_state(ckpt), _read_tensors(ckpt / "model.safetensors"),
                   _read_tensors(ckpt / "optimizer.safetensors"),
                   _read_tensors(ckpt / "rng.safetensors"))

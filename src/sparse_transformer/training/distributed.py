@@ -1,14 +1,20 @@
 """Several processes through torchrun: process group set-up and the few collectives we need.
 
 ``torchrun --nproc_per_node=N -m sparse_transformer.cli train ...`` sets RANK / WORLD_SIZE /
-LOCAL_RANK; the trainer then wraps the model in DistributedDataParallel (NCCL on GPUs, gloo on
-CPUs), gives each rank its own slice of every batch, writes checkpoints from rank 0 only (with
-every rank's RNG state, so a resumed run continues exactly), and logs from rank 0.
+LOCAL_RANK; the trainer then wraps the model (``train.parallel``): DistributedDataParallel, or
+FSDP2 (``fully_shard``: one unit per residual block, then the root for the embeddings, the final
+norm and the head). NCCL on GPUs, gloo on CPUs; every collective waits at most
+``train.dist_timeout`` seconds for a missing rank. Each rank takes its slice of every global
+batch; logging, evaluation and sampling happen on rank 0. DDP checkpoints are written by rank 0
+(with every rank's RNG state, so a resumed run continues exactly); FSDP checkpoints by every
+rank through ``torch.distributed.checkpoint`` (``training/sharded.py``).
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -29,8 +35,10 @@ class DistInfo:
         return self.rank == 0
 
 
-def setup(device_name: str) -> tuple[DistInfo, torch.device]:
-    """Initialise the process group when launched by torchrun; pick this rank's device."""
+def setup(device_name: str, timeout: float = 600.0) -> tuple[DistInfo, torch.device]:
+    """Initialise the process group when launched by torchrun; pick this rank's device.
+    ``timeout``: seconds a collective waits for the other ranks before it fails (a rank that
+    hangs ends the job with an error instead of holding the others forever)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistInfo(), resolve_device(device_name)
@@ -40,7 +48,7 @@ def setup(device_name: str) -> tuple[DistInfo, torch.device]:
         backend = "nccl" if device.type == "cuda" else "gloo"
         if device.type == "cuda":
             torch.cuda.set_device(device)
-        dist.init_process_group(backend=backend)
+        dist.init_process_group(backend=backend, timeout=timedelta(seconds=timeout))
     return info, device
 
 
@@ -78,6 +86,58 @@ def own_rng(states: dict[str, torch.Tensor], info: DistInfo) -> dict[str, torch.
     prefix = f"rank{info.rank}."
     mine = {k[len(prefix):]: v for k, v in states.items() if k.startswith(prefix)}
     return mine or states
+
+
+def shard(model: torch.nn.Module) -> torch.nn.Module:
+    """FSDP2 in place: one ``fully_shard`` unit per residual block, then the root (token and
+    position embeddings, the final norm, the head). Parameters become DTensors sharded over every
+    rank; the module keeps its class' methods and its state-dict names. Mixed precision stays the
+    trainer's autocast (fp32 parameters, all-gathered in fp32), as on one device."""
+    from torch.distributed.fsdp import fully_shard
+
+    for blk in model.blocks:
+        fully_shard(blk)
+    fully_shard(model)
+    return model
+
+
+def broadcast_object(obj, info: DistInfo):
+    """Rank 0's ``obj`` on every rank."""
+    if not info.enabled:
+        return obj
+    box = [obj if info.is_main else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def check_same(value, info: DistInfo, what: str) -> None:
+    """Raise on every rank unless ``value`` is equal on every rank."""
+    if not info.enabled:
+        return
+    out: list = [None] * info.world
+    dist.all_gather_object(out, value)
+    differ = [r for r, v in enumerate(out) if v != out[0]]
+    if differ:
+        raise RuntimeError(f"{what} differ between ranks: rank 0 has {out[0]!r}, rank "
+                           f"{differ[0]} has {out[differ[0]]!r}")
+
+
+def pattern_fingerprint(model: torch.nn.Module, seq_len: int, samples: int = 4096) -> str:
+    """A digest of every layer's attention pattern: its predicate at a fixed set of ``samples``
+    (query, key) pairs in the first 8,192 positions, for each head (no n x n table)."""
+    n = min(seq_len, 8192)
+    g = torch.Generator().manual_seed(0)
+    q = torch.randint(0, n, (samples,), generator=g)
+    k = torch.randint(0, n, (samples,), generator=g)
+    k = torch.minimum(k, q)  # causal pairs, where the patterns differ
+    h = hashlib.sha256()
+    for blk in model.blocks:
+        attn = blk.attn
+        for heads, pat in attn.head_patterns():
+            for head in range(len(range(attn.n_heads)[heads])):
+                ok = pat.allowed(q, k, torch.full_like(q, head))
+                h.update(ok.to(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def barrier(info: DistInfo) -> None:

@@ -23,6 +23,7 @@ from ..models import ModelConfig, RunConfig, SparseTransformer
 from ..validation import check_data_splits, check_run_config
 from . import checkpoint as ckpt
 from . import distributed as dist_utils
+from . import sharded
 from .evaluate import bits_per_byte
 from .fit_check import data_fit_warnings
 
@@ -98,7 +99,7 @@ class Trainer:
         t = cfg.train
         if t.num_threads:
             torch.set_num_threads(t.num_threads)
-        self.dist, self.device = dist_utils.setup(t.device)
+        self.dist, self.device = dist_utils.setup(t.device, t.dist_timeout)
         if t.batch_size % (self.dist.world * t.grad_accum):
             raise ValueError(f"batch_size ({t.batch_size}) must be divisible by the number of "
                              f"processes ({self.dist.world}) x grad_accum ({t.grad_accum})")
@@ -109,10 +110,18 @@ class Trainer:
         self.model = SparseTransformer(cfg.model).to(self.device)
         self.compiled = compile_enabled(t.compile, self.device)
         self.model.prepare(cfg.model.seq_len, self.device)
+        if self.dist.enabled:  # every rank must attend with the same (seeded) patterns
+            dist_utils.check_same(dist_utils.pattern_fingerprint(self.model, cfg.model.seq_len),
+                                  self.dist, "the attention patterns (model.pattern_seed)")
+        # fsdp with one process: nothing to shard; its checkpoints are still sharded ones, so
+        # that another number of processes can resume the run.
+        self.sharded = self.dist.enabled and t.parallel == "fsdp"
+        if self.sharded:  # shard first, then compile the sharded blocks
+            dist_utils.shard(self.model)
         if self.compiled:
             self.model.compile_blocks(cuda_graphs=t.cuda_graphs)
         self.train_model = self.model
-        if self.dist.enabled:
+        if self.dist.enabled and not self.sharded:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.train_model = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         self.optimizer = make_optimizer(self.model, t)
@@ -140,6 +149,20 @@ class Trainer:
             state["valid_bpb"] = self._valid_at[1]  # read back by ckpt.find_best_checkpoint
         rng = dist_utils.gather_rng(ckpt.rng_state(), self.dist)
         path = None
+        if self.cfg.train.parallel == "fsdp":
+            claimed = None
+            if self.dist.is_main:
+                try:
+                    self._claim()
+                except (ckpt.RunFolderError, ckpt.CheckpointError, OSError) as e:
+                    claimed = e
+            claimed = dist_utils.broadcast_object(claimed, self.dist)
+            if claimed is not None:
+                raise claimed
+            path = sharded.save_checkpoint(self.run_dir, self.step, self.model, self.optimizer,
+                                           state, self.dist, rng, self.run_id, log=self.log)
+            self._saved_step = self.step
+            return path
         if self.dist.is_main:
             self._claim()
             path = ckpt.save_checkpoint(self.run_dir, self.step, self.model, self.optimizer, state,
@@ -147,6 +170,19 @@ class Trainer:
         dist_utils.barrier(self.dist)
         self._saved_step = self.step
         return path
+
+    def consolidate(self) -> None:
+        """After training under fsdp (every rank calls this): rank 0's ``model`` becomes a plain
+        copy holding the whole model, so that rank 0 alone can evaluate and sample. A no-op
+        for other runs."""
+        if not self.sharded:
+            return
+        full = sharded.full_model_state(self.model)
+        if self.dist.is_main:
+            plain = SparseTransformer(self.cfg.model).to(self.device)
+            plain.load_state_dict(full)
+            plain.prepare(self.cfg.model.seq_len, self.device)
+            self.model = plain
 
     def elapsed_s(self) -> float:
         """Training seconds of the whole run (every process that resumed it) until now."""
@@ -197,9 +233,15 @@ class Trainer:
             return False
         state = loaded.state
         try:
-            self.model.load_state_dict(loaded.model)
-            self.optimizer.load_state_dict(ckpt._unflatten_optimizer(loaded.optimizer,
-                                                                     state["optimizer"]))
+            if loaded.sharded:
+                sharded.load_into(loaded.path, self.model, self.optimizer)
+            elif self.sharded:
+                raise ValueError("it was written by one process or by train.parallel=ddp; "
+                                 "resume it with train.parallel=ddp")
+            else:
+                self.model.load_state_dict(loaded.model)
+                self.optimizer.load_state_dict(ckpt._unflatten_optimizer(loaded.optimizer,
+                                                                         state["optimizer"]))
         except (RuntimeError, ValueError, KeyError) as e:
             raise ckpt.CheckpointError(loaded.path, f"does not fit this model or optimizer "
                                        f"({e})") from None
@@ -414,6 +456,14 @@ class Trainer:
                     if dist_utils.all_mean(over, self.dist, self.device) > 0:  # ranks agree
                         stopped = "time_limit"
                         break
+        except Exception as e:
+            if self.dist.enabled:  # the other ranks stop too (torchrun, or train.dist_timeout)
+                waited = "timed out" in str(e).lower() or "timeout" in str(e).lower()
+                self.log(f"error: rank {self.dist.rank} of {self.dist.world} failed at step "
+                         f"{self.step}: {type(e).__name__}: {e}" + (
+                             f" (waited train.dist_timeout = {t.dist_timeout:g} s for the other "
+                             "ranks: one of them stopped or hangs)" if waited else ""))
+            raise
         finally:
             if bar is not None:
                 bar.close()
