@@ -9,7 +9,10 @@ tilings and the list of tile pairs that hold an allowed pair. Every pair is eval
 pattern's predicate (never re-derived by hand): a pair is *full* when every in-bounds query of the
 tile may see every key of it, otherwise its element-wise mask is stored once (masks are
 deduplicated, so diagonal tiles share one). Causality and sequence bounds are baked into those
-masks; key padding is applied by the kernels.
+masks; key padding is applied by the kernels. A part whose structure is "dense", "band" or
+"column" depends on q - k alone, so in-bounds tile pairs of one tiling with the same start offset
+share a single evaluation (a strided plan at n = 2^20 builds in about a second, not minutes);
+pairs touching the end of the sequence are evaluated one by one.
 
 The plan holds, per pass, a CSR list of entries: forward and dq passes are query-major (a program
 owns one query tile and walks its key tiles), dk/dv passes are key-major. Passes over different
@@ -103,8 +106,33 @@ def _summary_tiles(n: int, stride: int, summary: int, low: int, block: int, devi
     return tiles[tiles[:, 0] < n]
 
 
-def _evaluate(part: Pattern, head: int, n: int, causal: bool, qtiles, ktiles, qi, ki, block):
-    """Active / full flags and masks of candidate tile pairs (qi, ki), in chunks."""
+def _same_residue_pairs(r: torch.Tensor):
+    """Every (i, j) with r[i] == r[j], for a non-decreasing r, in row-major order (no T x T)."""
+    cnt = torch.bincount(r)
+    first = cnt.cumsum(0) - cnt
+    size = cnt[r]
+    qi = torch.arange(r.numel(), device=r.device).repeat_interleave(size)
+    start = (size.cumsum(0) - size).repeat_interleave(size)
+    ki = first[r].repeat_interleave(size) + torch.arange(qi.numel(), device=r.device) - start
+    return qi, ki
+
+
+def _last_position(tiles: torch.Tensor, block: int) -> torch.Tensor:
+    start, seg, jump = tiles[:, 0], tiles[:, 1], tiles[:, 2]
+    return start + torch.div(block - 1, seg, rounding_mode="floor") * jump + (block - 1) % seg
+
+
+def _evaluate(part: Pattern, head: int, n: int, causal: bool, qtiles, ktiles, qi, ki, block,
+              invariant: bool = False):
+    """Active / full flags of candidate tile pairs (qi, ki), the masks of the partial ones, and
+    for each pair the index of its mask (-1: none). ``invariant``: the part's predicate depends
+    on q - k alone (what its structure claims for "dense", "band" and "column"), so pairs of
+    in-bounds tiles with the same tiling and the same start offset share one evaluation."""
+    if invariant and qi.numel():
+        inside = ((_last_position(qtiles, block) < n)[qi] & (_last_position(ktiles, block) < n)[ki]
+                  & (qtiles[qi, 1:] == ktiles[ki, 1:]).all(-1))
+        if inside.any():
+            return _evaluate_shared(part, head, n, causal, qtiles, ktiles, qi, ki, block, inside)
     act, full, masks = [], [], []
     h = torch.tensor(head, device=qtiles.device)
     for ok, qin in tile_pair_masks(part, n, causal, qtiles, ktiles, qi, ki, h, block):
@@ -115,8 +143,36 @@ def _evaluate(part: Pattern, head: int, n: int, causal: bool, qtiles, ktiles, qi
         masks.append((ok | ~qin)[a & ~f])
     if not act:
         z = torch.zeros(0, dtype=torch.bool, device=qtiles.device)
-        return z, z, torch.zeros(0, block, block, dtype=torch.bool, device=qtiles.device)
-    return torch.cat(act), torch.cat(full), torch.cat(masks)
+        return (z, z, torch.zeros(0, block, block, dtype=torch.bool, device=qtiles.device),
+                torch.zeros(0, dtype=torch.long, device=qtiles.device))
+    act, full = torch.cat(act), torch.cat(full)
+    which = torch.full(act.shape, -1, dtype=torch.long, device=act.device)
+    partial = act & ~full
+    which[partial] = torch.arange(int(partial.sum()), device=act.device)
+    return act, full, torch.cat(masks), which
+
+
+def _evaluate_shared(part, head, n, causal, qtiles, ktiles, qi, ki, block, inside):
+    """``_evaluate`` for a shift-invariant part: one representative per start offset among the
+    in-bounds pairs, every other pair evaluated on its own."""
+    sel = inside.nonzero(as_tuple=True)[0]
+    offset = qtiles[qi[sel], 0] - ktiles[ki[sel], 0]
+    sig = torch.stack([offset, qtiles[qi[sel], 1], qtiles[qi[sel], 2]], -1)
+    uniq, inv = torch.unique(sig, dim=0, return_inverse=True)
+    rep = torch.full((uniq.shape[0],), sel.numel(), dtype=torch.long, device=sel.device)
+    rep = rep.scatter_reduce(0, inv, torch.arange(sel.numel(), device=sel.device), "amin")
+    a_u, f_u, m_u, w_u = _evaluate(part, head, n, causal, qtiles, ktiles, qi[sel[rep]],
+                                   ki[sel[rep]], block)
+    rest = (~inside).nonzero(as_tuple=True)[0]
+    a_r, f_r, m_r, w_r = _evaluate(part, head, n, causal, qtiles, ktiles, qi[rest], ki[rest],
+                                   block)
+    act = torch.zeros(qi.shape, dtype=torch.bool, device=qi.device)
+    full = torch.zeros_like(act)
+    which = torch.full(qi.shape, -1, dtype=torch.long, device=qi.device)
+    act[sel], full[sel], which[sel] = a_u[inv], f_u[inv], w_u[inv]
+    act[rest], full[rest] = a_r, f_r
+    which[rest] = torch.where(w_r >= 0, w_r + m_u.shape[0], w_r)
+    return act, full, torch.cat([m_u, m_r]), which
 
 
 def _band(tq: int, tk: int, width: int, causal: bool, device):
@@ -140,10 +196,10 @@ def _pairs_for_part(part: Pattern, n: int, heads: int, causal: bool, block: int,
         if s.kind == "column" and n >= 2 * s.stride:
             qt, r = _column_tiles(n, s.stride, block, device)
             kt = qt
-            same = r[:, None] == r[None, :]
+            qi, ki = _same_residue_pairs(r)
             if causal:
-                same &= qt[None, :, 0] <= qt[:, None, 0] + (block - 1) * s.stride
-            qi, ki = same.nonzero(as_tuple=True)
+                keep = qt[ki, 0] <= qt[qi, 0] + (block - 1) * s.stride
+                qi, ki = qi[keep], ki[keep]
             token_q = False
         elif s.kind == "summary" and compact_summary and (
                 block % s.summary == 0 or s.summary % block == 0):
@@ -167,10 +223,10 @@ def _pairs_for_part(part: Pattern, n: int, heads: int, causal: bool, block: int,
     hps, qis, kis, mids, masks = [], [], [], [], []
     n_masks = 0
     for h, (qi, ki) in enumerate(cands):
-        a, f, m = _evaluate(part, h, n, causal, qt_heads[h], kt_heads[h], qi, ki, block)
-        qi, ki, f = qi[a], ki[a], f[a]
-        mid = torch.full_like(qi, -1)
-        mid[~f] = torch.arange(n_masks, n_masks + m.shape[0], device=device)
+        a, f, m, which = _evaluate(part, h, n, causal, qt_heads[h], kt_heads[h], qi, ki, block,
+                                   invariant=s.kind in ("dense", "band", "column"))
+        qi, ki, which = qi[a], ki[a], which[a]
+        mid = torch.where(which >= 0, which + n_masks, which)
         n_masks += m.shape[0]
         hps.append(torch.full_like(qi, h))
         qis.append(qi)
