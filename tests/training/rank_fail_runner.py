@@ -1,6 +1,8 @@
-"""A two-process run (under torchrun) whose rank 1 fails at its third training step, for
-test_rank_failure: ``python -m torch.distributed.run ... rank_fail_runner.py RUN_DIR raise|hang``.
+"""A two-process run (under torchrun) whose rank 1 fails at its third training step (raises, or
+hangs), or whose ranks were given different random patterns, for test_rank_failure:
+``python -m torch.distributed.run ... rank_fail_runner.py RUN_DIR raise|hang|pattern ddp|fsdp``.
 """
+import os
 import sys
 import time
 
@@ -13,6 +15,9 @@ def main(run_dir, how, parallel):
     c = get_preset("tiny")
     c.train.steps, c.train.num_threads, c.train.compile = 50, 1, "off"
     c.train.parallel, c.train.dist_timeout = parallel, 10.0
+    if how == "pattern":  # rank 1 draws other random blocks than rank 0
+        c.model.pattern, c.model.window, c.model.random_block_size = "bigbird", 8, 8
+        c.model.pattern_seed = int(os.environ["RANK"])
     forward, count = SparseTransformer.forward, [0]
 
     def patched(self, *a, **k):
