@@ -1,5 +1,6 @@
 """Several CPU processes through torchrun (gloo): ddp and fsdp follow one process's loss curve
-with the same global batch, and a run saved with N processes resumes with M (2 -> 1, 1 -> 2)."""
+with the same global batch, a run saved with N processes resumes with M (2 -> 1, 1 -> 2), and a
+ddp checkpoint resumes under fsdp."""
 import json
 import math
 import os
@@ -66,6 +67,8 @@ def test_fsdp_and_ddp_follow_one_process_and_resume_across_sizes(tmp_path):
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=3e-5)
 
-    ddp = tmp_path / "ddp"
-    train(ddp, 2, "--preset", "tiny", "steps=4", "parallel=ddp", *COMMON)
+    ddp = tmp_path / "ddp"  # ddp for 2 steps, then fsdp from its whole (unsharded) checkpoint
+    train(ddp, 2, "--preset", "tiny", "steps=2", "parallel=ddp", *COMMON)
+    assert not ckpt.is_sharded(ddp / "step_00000002")
+    train(ddp, 2, "--resume", "steps=4", "parallel=fsdp")
     close(losses(ddp), ref)

@@ -161,3 +161,28 @@ def load_into(path: str | Path, model: torch.nn.Module,
     dcp.load(both, checkpoint_id=str(Path(path) / DCP_DIR), no_dist=_no_dist())
     sd.set_state_dict(model, optimizer, model_state_dict=both["model"],
                       optim_state_dict=both["optim"])
+
+
+def load_full_into(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                   weights: dict[str, torch.Tensor], optim_state: dict) -> None:
+    """Read a whole (unsharded) checkpoint, as one process or DDP writes it, into a sharded
+    ``model`` and its ``optimizer``: every rank holds the same tensors and keeps its own shard of
+    each (no communication). The optimizer numbers the parameters as it did when it was saved
+    (``trainer.make_optimizer``'s groups over the same names)."""
+    from torch.distributed.tensor import DTensor, distribute_tensor
+
+    def like(ref, t):
+        if isinstance(ref, DTensor) and torch.is_tensor(t) and not isinstance(t, DTensor) \
+                and t.shape == ref.shape:
+            return distribute_tensor(t.to(ref.device), ref.device_mesh, ref.placements,
+                                     src_data_rank=None)
+        return t
+
+    params = dict(model.named_parameters())
+    model.load_state_dict({k: like(params.get(k), v) for k, v in weights.items()})
+    order = [p for g in optimizer.param_groups for p in g["params"]]
+    if len(order) != sum(len(g["params"]) for g in optim_state["param_groups"]):
+        raise ValueError("the optimizer state holds another number of parameters")
+    state = {int(i): {k: like(order[int(i)], v) for k, v in st.items()}
+             for i, st in optim_state["state"].items()}
+    optimizer.load_state_dict({"state": state, "param_groups": optim_state["param_groups"]})

@@ -235,9 +235,10 @@ class Trainer:
         try:
             if loaded.sharded:
                 sharded.load_into(loaded.path, self.model, self.optimizer)
-            elif self.sharded:
-                raise ValueError("it was written by one process or by train.parallel=ddp; "
-                                 "resume it with train.parallel=ddp")
+            elif self.sharded:  # written by one process or by ddp: shard it now
+                sharded.load_full_into(self.model, self.optimizer, loaded.model,
+                                       ckpt._unflatten_optimizer(loaded.optimizer,
+                                                                 state["optimizer"]))
             else:
                 self.model.load_state_dict(loaded.model)
                 self.optimizer.load_state_dict(ckpt._unflatten_optimizer(loaded.optimizer,
