@@ -16,26 +16,8 @@ import json
 import sys
 import time
 
+from .cli import _coerce
 from .data.downloads import DataUnavailable
-
-
-def _coerce(value: str, current, name: str):
-    try:
-        if isinstance(current, bool):
-            if value.lower() in ("1", "true", "yes", "on"):
-                return True
-            if value.lower() in ("0", "false", "no", "off"):
-                return False
-            raise ValueError
-        if isinstance(current, int):
-            return int(value)
-        if isinstance(current, float):
-            return float(value)
-        if isinstance(current, tuple):
-            return tuple(float(p) for p in value.strip("()").split(",") if p.strip())
-    except ValueError:
-        raise SystemExit(f"error: {name}={value!r}: expected {type(current).__name__}") from None
-    return value
 
 
 def parse_fields(overrides: list[str]) -> tuple[dict, dict]:

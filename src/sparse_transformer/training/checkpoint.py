@@ -367,6 +367,19 @@ def read_pointer(run_dir: str | Path) -> Path | None:
     return Path(run_dir) / name if _STEP.match(name) else None
 
 
+def _verified(run_dir: Path, warn: Callable[[str], None] | None):
+    """The run's checkpoints, newest first, that verify; damaged ones reported through ``warn``
+    and skipped (lazily: a caller that stops early verifies no further)."""
+    for p in list_checkpoints(run_dir):
+        try:
+            verify_checkpoint(p)
+        except CheckpointError as e:
+            if warn:
+                warn(f"skipping a damaged checkpoint: {e}")
+            continue
+        yield p
+
+
 def find_checkpoint(run_dir: str | Path, warn: Callable[[str], None] | None = None) -> Path | None:
     """The newest complete checkpoint of a run folder (or a checkpoint folder itself), verified.
 
@@ -376,16 +389,7 @@ def find_checkpoint(run_dir: str | Path, warn: Callable[[str], None] | None = No
     if (run_dir / MANIFEST).exists() or (run_dir / "model.safetensors").exists():
         verify_checkpoint(run_dir)
         return run_dir
-    found = None
-    for p in list_checkpoints(run_dir):
-        try:
-            verify_checkpoint(p)
-        except CheckpointError as e:
-            if warn:
-                warn(f"skipping a damaged checkpoint: {e}")
-            continue
-        found = p
-        break
+    found = next(_verified(run_dir, warn), None)
     hint = read_pointer(run_dir)
     if warn and (run_dir / LATEST).exists() and hint is None:
         warn(f"ignoring {run_dir / LATEST}: it does not name a step_* folder of this run")
@@ -420,15 +424,7 @@ def find_best_checkpoint(run_dir: str | Path,
     if (run_dir / MANIFEST).exists() or (run_dir / "model.safetensors").exists():
         verify_checkpoint(run_dir)
         return run_dir
-    good = []
-    for p in list_checkpoints(run_dir):
-        try:
-            verify_checkpoint(p)
-        except CheckpointError as e:
-            if warn:
-                warn(f"skipping a damaged checkpoint: {e}")
-            continue
-        good.append(p)
+    good = list(_verified(run_dir, warn))
     return _best_of(good) or (good[0] if good else None)
 
 
