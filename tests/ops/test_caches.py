@@ -3,8 +3,10 @@ import pytest
 import torch
 
 from sparse_transformer import patterns as P
-from sparse_transformer.ops import blocked, flex, plans, triton_plan
+from sparse_transformer.ops import triton_plan
+from sparse_transformer.ops.blocked import backend as blocked, plans
 from sparse_transformer.ops.cache import LRUCache
+from sparse_transformer.ops.flex import backend as flex
 
 
 def test_lru_cache_evicts_the_least_recently_used():

@@ -115,7 +115,7 @@ def test_split_calls_match_reference(pattern, n, causal):
 
 @pytest.mark.parametrize("n,stride", [(97, 8), (300, 16), (256, 16), (40, 7)])
 def test_transposed_position_is_the_sorted_order(n, stride):
-    from sparse_transformer.ops.flex import _transposed_order, _transposed_position
+    from sparse_transformer.ops.flex.backend import _transposed_order, _transposed_position
 
     order, inverse = _transposed_order(n, stride, "cpu")
     assert torch.equal(_transposed_position(torch.arange(n), n, stride), order)

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from sparse_transformer import patterns as P
-from sparse_transformer.ops.plans import build_plan
+from sparse_transformer.ops.blocked.plans import build_plan
 
 PATTERNS = [P.Strided(16), P.Strided(10), P.Fixed(16, 4), P.Fixed(16, 4, distinct_heads=True),
             P.Fixed(8, 8), P.Local(20), P.Local(1), P.Column(8), P.Block(12), P.Summary(16, 4),

@@ -59,7 +59,7 @@ class _Window(Pattern):
 
 
 def test_a_new_pattern_gets_the_shortcuts_by_answering():
-    from sparse_transformer.ops.plans import build_plan, choose_block
+    from sparse_transformer.ops.blocked.plans import build_plan, choose_block
 
     pat = _Window(5)
     assert choose_block(pat, 256) == choose_block(P.Local(5), 256)

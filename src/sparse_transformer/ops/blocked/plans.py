@@ -28,8 +28,8 @@ from functools import lru_cache
 
 import torch
 
-from ..patterns import Pattern, Summary, block_layout
-from ..patterns.structure import Structure
+from ...patterns import Pattern, Summary, block_layout
+from ...patterns.structure import Structure
 
 _MASK_ELEMENTS = 1 << 22  # predicate elements evaluated at once while building masks
 

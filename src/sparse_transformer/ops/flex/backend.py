@@ -23,10 +23,10 @@ from functools import lru_cache
 
 import torch
 
-from ..patterns import Pattern, Union, block_layout
-from ..patterns.structure import Structure
-from .merge import merge_partials
-from .tiles import tile_pair_masks, token_tiles
+from ...patterns import Pattern, Union, block_layout
+from ...patterns.structure import Structure
+from ..merge import merge_partials
+from ..tiles import tile_pair_masks, token_tiles
 
 BLOCK = 128
 

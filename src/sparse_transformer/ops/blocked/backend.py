@@ -23,9 +23,9 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 
-from ..patterns import Pattern
-from ..patterns.layout import allowed_rows
-from .merge import lse_weights
+from ...patterns import Pattern
+from ...patterns.layout import allowed_rows
+from ..merge import lse_weights
 from .plans import Plan, Task, _plan_on, build_plan
 
 CHUNK_SCORES = 1 << 20  # most score elements (batch x heads x queries x keys) in one step
