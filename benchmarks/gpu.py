@@ -26,7 +26,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
 
 from sparse_transformer import patterns as P  # noqa: E402
-from sparse_transformer.ops import triton_backend as tb  # noqa: E402
+from sparse_transformer.ops.triton import backend as tb  # noqa: E402
 
 PATTERNS = {"strided": P.Strided(128), "fixed": P.Fixed(128, 32), "local": P.Local(256)}
 
@@ -167,24 +167,22 @@ def sweep(n=16384, d=64, patterns=None):
             best = None
             for block in (64, 128):
                 for warps in (4, 8):
-                    for stages in (2, 3):
-                        for branch in (False, True):
-                            tb.TUNING[role].update(block=block, num_warps=warps,
-                                                   num_stages=stages, mask_branch=branch)
-                            q, k, v = (torch.randn(1, h, n, d, device="cuda", dtype=torch.bfloat16,
-                                                   requires_grad=True) for _ in range(3))
-                            fn = lambda q, k, v, pat=pat: tb.triton_attention(q, k, v, pat)  # noqa
-                            try:
-                                t = graph_time(fn, q, k, v, role != "fwd")
-                            except Exception as e:
-                                print(f"  sweep {name} {role} {block} {warps} {stages} {branch}: "
-                                      f"{type(e).__name__} {str(e)[:120]}", flush=True)
-                                continue
-                            row = dict(pattern=name, n=n, d=d, role=role, block=block, warps=warps,
-                                       stages=stages, mask_branch=branch, ms=t)
-                            out.append(row)
-                            if best is None or t < best["ms"]:
-                                best = row
+                    for stages in (2, 3, 4):
+                        tb.TUNING[role].update(block=block, num_warps=warps, num_stages=stages)
+                        q, k, v = (torch.randn(1, h, n, d, device="cuda", dtype=torch.bfloat16,
+                                               requires_grad=True) for _ in range(3))
+                        fn = lambda q, k, v, pat=pat: tb.triton_attention(q, k, v, pat)  # noqa
+                        try:
+                            t = graph_time(fn, q, k, v, role != "fwd")
+                        except Exception as e:
+                            print(f"  sweep {name} {role} {block} {warps} {stages}: "
+                                  f"{type(e).__name__} {str(e)[:120]}", flush=True)
+                            continue
+                        row = dict(pattern=name, n=n, d=d, role=role, block=block, warps=warps,
+                                   stages=stages, ms=t)
+                        out.append(row)
+                        if best is None or t < best["ms"]:
+                            best = row
             tb.TUNING[role].update(default[role])
             print(f"  sweep best {name} n={n} d={d} {role}: {best}", flush=True)
     tb.FUSE_BWD_BELOW = fuse

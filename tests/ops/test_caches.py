@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from sparse_transformer import patterns as P
-from sparse_transformer.ops import triton_plan
+from sparse_transformer.ops.triton import plan as triton_plan
 from sparse_transformer.ops.blocked import backend as blocked, plans
 from sparse_transformer.ops.cache import LRUCache
 from sparse_transformer.ops.flex import backend as flex
@@ -32,7 +32,7 @@ def test_function_caches_have_a_bound():
 
 
 triton = pytest.importorskip("triton")
-from sparse_transformer.ops import triton_backend as tb  # noqa: E402
+from sparse_transformer.ops.triton import backend as tb  # noqa: E402
 from tolerance import check_against_reference  # noqa: E402
 
 needs_interp = pytest.mark.skipif(torch.cuda.is_available() or not tb.interpreting(),

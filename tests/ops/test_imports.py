@@ -5,7 +5,7 @@ from pathlib import Path
 import sparse_transformer.ops as ops
 
 BACKEND_OF = {  # top-level module or subpackage of ops -> backend; the rest is shared (tiles, merge, ...)
-    "triton_plan": "triton", "triton_kernels": "triton", "triton_backend": "triton",
+    "triton": "triton",
     "flex": "flex", "blocked": "blocked", "masked": "sdpa-masked",
 }
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from sparse_transformer import patterns as P
-from sparse_transformer.ops import triton_plan
+from sparse_transformer.ops.triton import plan as triton_plan
 
 HERE = Path(__file__).parent
 _spec = importlib.util.spec_from_file_location("_triton_tests", HERE / "test_triton.py")
@@ -45,7 +45,7 @@ def test_same_residue_pairs_match_the_square_construction():
 PROBE = """
 import json, resource, sys, time, torch
 from sparse_transformer import patterns as P
-from sparse_transformer.ops import triton_plan
+from sparse_transformer.ops.triton import plan as triton_plan
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 t0 = time.perf_counter()
 plan = triton_plan.build_plan(eval(sys.argv[1]), 1 << 20, 1, True, torch.device("cpu"), 64)

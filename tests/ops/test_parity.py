@@ -27,7 +27,7 @@ DEVICE = "cuda" if CUDA else "cpu"
 def _triton_runs() -> bool:
     if "triton" not in BACKENDS:
         return False
-    from sparse_transformer.ops.triton_backend import is_available
+    from sparse_transformer.ops.triton.backend import is_available
 
     return is_available(DEVICE)
 

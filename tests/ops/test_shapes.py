@@ -123,7 +123,7 @@ triton = pytest.mark.skipif("triton" not in BACKENDS, reason="triton not install
                          ids=lambda p: p.name[:30])
 @pytest.mark.parametrize("lq,lk,off", [(1, 21, None), (6, 30, 17), (12, 8, 0)])
 def test_triton_through_the_adapter(pattern, lq, lk, off):
-    from sparse_transformer.ops.triton_backend import is_available
+    from sparse_transformer.ops.triton.backend import is_available
 
     if not is_available(torch.device("cpu")) and not torch.cuda.is_available():
         pytest.skip("Triton kernels need CUDA or TRITON_INTERPRET=1")

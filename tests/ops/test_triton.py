@@ -12,7 +12,7 @@ pytest.importorskip("triton")
 from sparse_transformer import patterns as P  # noqa: E402
 from sparse_transformer import sparse_attention  # noqa: E402
 from sparse_transformer.ops import BACKENDS, reference_attention  # noqa: E402
-from sparse_transformer.ops.triton_backend import get_plan, interpreting, triton_attention  # noqa: E402
+from sparse_transformer.ops.triton.backend import get_plan, interpreting, triton_attention  # noqa: E402
 from sparse_transformer.ops.tiles import tile_positions  # noqa: E402
 from tolerance import check_against_reference  # noqa: E402
 
@@ -43,16 +43,22 @@ def _coverage(plan, passes, n, heads, key_major):
         for h in range(plan.heads):
             for t in range(ps.num_tiles):
                 own = tile_positions(ps.tiles[h, t].long(), plan.block).clamp(max=n)
-                for e in range(int(ps.rowptr[h, t]), int(ps.rowptr[h, t + 1])):
-                    ent = ps.entries[h, e].long()
-                    other = tile_positions(ent[:3], plan.block).clamp(max=n)
-                    ok = masks[ent[3]] if ent[3] >= 0 else torch.ones_like(masks[0])
-                    qp, kp = (other, own) if key_major else (own, other)
-                    if key_major:
-                        ok = ok  # masks are stored [query, key] in both directions
+                for tile, mid in _run_tiles(ps, h, t):
+                    other = tile_positions(tile, plan.block).clamp(max=n)
+                    ok = masks[mid] if mid >= 0 else torch.ones_like(masks[0])
+                    qp, kp = (other, own) if key_major else (own, other)  # masks are [query, key]
                     count[h].index_put_((qp[:, None].expand_as(ok), kp[None, :].expand_as(ok)),
                                         ok.long(), accumulate=True)
     return count[:, :n, :n]
+
+
+def _run_tiles(ps, h, t):
+    """The (tile, mask id) pairs of program tile t's runs, as the kernels walk them."""
+    for r in range(int(ps.rowptr[h, t]), int(ps.rowptr[h, t + 1])):
+        start, seg, jump, step, count, mid = ps.entries[h, r].long().tolist()
+        assert count >= 1 and (mid < 0 or count == 1)  # a partial tile is a run of its own
+        for j in range(count):
+            yield torch.tensor([start + j * step, seg, jump]), mid
 
 
 @pytest.mark.parametrize("pattern", [
@@ -253,7 +259,7 @@ def test_gpu_inside_torch_compile(dynamic):
                          ids=lambda p: p.name)
 def test_interp_unfused_backward(pattern, monkeypatch):
     """Large problems run dq and dk/dv as two kernels; small ones share a launch."""
-    from sparse_transformer.ops import triton_backend
+    from sparse_transformer.ops.triton import backend as triton_backend
 
     monkeypatch.setattr(triton_backend, "FUSE_BWD_BELOW", 0)
     q, k, v = _qkv(1, 4, 97, 32, torch.float32, "cpu", seed=7)
@@ -262,24 +268,48 @@ def test_interp_unfused_backward(pattern, monkeypatch):
 
 @needs_interp
 @pytest.mark.parametrize("fuse", [True, False], ids=["fused", "unfused"])
-@pytest.mark.parametrize("pattern", [P.Strided(16), P.Fixed(16, 4), P.Global((0, 50)) | P.Local(3)],
+@pytest.mark.parametrize("pattern", [P.Strided(4), P.Fixed(16, 4), P.Global((0, 50)) | P.Local(40)],
                          ids=lambda p: p.name)
-def test_interp_prefetch(pattern, fuse, monkeypatch):
-    """The prefetching loops (next tile loaded before this one is used) give the same answers,
-    empty rows and padding included."""
-    from sparse_transformer.ops import triton_backend
+def test_interp_runs_of_full_tiles(pattern, fuse, monkeypatch):
+    """Runs of several full tiles (the affine inner loops) in every role give the reference's
+    answers, empty rows and padding included."""
+    from sparse_transformer.ops.triton import backend as triton_backend
 
+    n = 289
+    _, plan = get_plan(pattern, n, 2, True, "cpu", 16)
+    longest = max(int(ps.entries[..., 4].max()) for ps in plan.fwd + plan.bwd)
+    assert longest > 1  # the case exercises the inner loop, not only single tiles
     monkeypatch.setattr(triton_backend, "FUSE_BWD_BELOW", None if not fuse else 10**9)
-    for role in ("fwd", "dq", "dkdv"):
-        monkeypatch.setitem(triton_backend.TUNING, role,
-                            dict(triton_backend.TUNING[role], prefetch=128))
-    q, k, v = _qkv(2, 2, 97, 32, torch.float32, "cpu", seed=11)
-    check_against_reference(triton_attention, q, k, v, pattern, True, _padding(2, 97, "cpu"))
+    q, k, v = _qkv(2, 2, n, 32, torch.float32, "cpu", seed=11)
+    check_against_reference(triton_attention, q, k, v, pattern, True, _padding(2, n, "cpu"))
+
+
+def test_runs_group_affine_full_tiles():
+    """Full tiles of one shape whose starts advance by a constant step share a run; partial
+    tiles stay single; without merging every tile is its own run, covering the same tiles."""
+    from sparse_transformer.ops.triton.plan import _runs
+
+    tiles = torch.tensor([[0, 4, 4], [4, 4, 4], [8, 4, 4], [16, 4, 4], [24, 4, 4], [28, 1, 8],
+                          [30, 4, 4], [34, 4, 4]])
+    own = torch.tensor([0, 0, 0, 0, 0, 0, 0, 1])
+    mid = torch.tensor([-1, -1, -1, -1, -1, -1, 3, -1])
+    runs, run_own = _runs(tiles, own, mid, True)
+    # (0, 4, 8) step 4; then 16, 24 step 8; then the odd-shaped tile; the partial; the next owner
+    assert runs[:, 4].tolist() == [3, 2, 1, 1, 1]
+    assert runs[:, 3].tolist() == [4, 8, 0, 0, 0]
+    assert runs[:, 0].tolist() == [0, 16, 28, 30, 34]
+    assert runs[3, 5].item() == 3 and run_own.tolist() == [0, 0, 0, 0, 1]
+    single, _ = _runs(tiles, own, mid, False)
+    assert single[:, 4].tolist() == [1] * 8 and torch.equal(single[:, :3], tiles)
+    _, plan = get_plan(P.Fixed(128, 32), 4096, 1, True, "cpu", 64)
+    summary = plan.bwd[0]  # key-major summary pass: each key tile's queries are one long run
+    assert int(summary.entries[..., 4].max()) >= 40
+    assert summary.entries.shape[1] < 4 * summary.num_tiles
 
 
 def test_launch_keys_separate_specialisations():
     """The direct-launch cache never lets two different constexpr values share a kernel."""
-    from sparse_transformer.ops.triton_backend import _spec
+    from sparse_transformer.ops.triton.backend import _spec
 
     assert _spec(64) != _spec(128) and _spec("ieee") != _spec("tf32")
     assert _spec(True) != _spec(False)
@@ -290,8 +320,8 @@ def test_launch_keys_separate_specialisations():
 @pytest.mark.parametrize("pattern", [P.Strided(32), P.Fixed(32, 8), P.Local(16) | P.Global((0, 7))],
                          ids=lambda p: p.name)
 def test_gpu_unfused_backward(pattern, monkeypatch):
-    """dq and dk/dv as separate launches (the path large problems take), prefetching loops."""
-    from sparse_transformer.ops import triton_backend
+    """dq and dk/dv as separate launches (the path large problems take)."""
+    from sparse_transformer.ops.triton import backend as triton_backend
 
     monkeypatch.setattr(triton_backend, "FUSE_BWD_BELOW", 0)
     q, k, v = _qkv(2, 4, 1025, 64, torch.bfloat16, "cuda")
@@ -302,7 +332,7 @@ def test_direct_launch_cache(monkeypatch):
     """After a first launch through ``kernel[grid]``, launches with the same argument
     specialisation go straight to the compiled kernel; any other value or dtype goes back
     through ``kernel[grid]``. A compiled kernel whose call fails switches direct launches off."""
-    from sparse_transformer.ops import triton_backend as tb
+    from sparse_transformer.ops.triton import backend as tb
 
     calls = []
 

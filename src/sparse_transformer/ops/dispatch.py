@@ -270,7 +270,7 @@ def prepare_attention(pattern: Pattern, n: int, heads: int, causal: bool, device
     device = torch.device(device)
     if device.type != "cuda" or isinstance(pattern, Dense) or "triton" not in BACKENDS:
         return
-    from .triton_backend import prepare
+    from .triton.backend import prepare
 
     prepare(pattern, n, heads, causal, device)
 
@@ -281,7 +281,7 @@ def _register_gpu_backends() -> None:
 
     register_backend("sdpa-masked", masked_sdpa_attention)
     try:
-        from .triton_backend import triton_attention, triton_importable
+        from .triton.backend import triton_attention, triton_importable
 
         if triton_importable():
             register_backend("triton", triton_attention)

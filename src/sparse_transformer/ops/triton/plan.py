@@ -14,10 +14,13 @@ masks; key padding is applied by the kernels. A part whose structure is "dense",
 share a single evaluation (a strided plan at n = 2^20 builds in about a second, not minutes);
 pairs touching the end of the sequence are evaluated one by one.
 
-The plan holds, per pass, a CSR list of entries: forward and dq passes are query-major (a program
-owns one query tile and walks its key tiles), dk/dv passes are key-major. Passes over different
-tilings combine through the running log-sum-exp (forward) or by accumulation (backward). Memory is
-bounded by the number of computed tiles, never n x n.
+The plan holds, per pass, a CSR list of *runs*: forward and dq passes are query-major (a program
+owns one query tile and walks its key tiles), dk/dv passes are key-major. A run is either one
+partial tile with its mask, or ``count`` full tiles of one shape whose starts advance by a constant
+``step`` (a band's neighbours, a summary column's query tiles, the same residue's column tiles):
+the kernels walk a run with affine addresses and no mask arithmetic, so the compiler can pipeline
+its loads. Passes over different tilings combine through the running log-sum-exp (forward) or by
+accumulation (backward). Memory is bounded by the number of computed tiles, never n x n.
 """
 from __future__ import annotations
 
@@ -26,8 +29,14 @@ from functools import lru_cache
 
 import torch
 
-from ..patterns import Pattern, block_layout
-from .tiles import tile_pair_masks, token_tiles
+from ...patterns import Pattern, block_layout
+from ..tiles import tile_pair_masks, token_tiles
+
+
+# A run: tiles start + j * step (j < count), each of ``block`` positions given by (seg, jump) as in
+# ``ops/tiles.py``; mask is the partial tile's mask id (then count == 1) or -1 (every tile full).
+RUN_FIELDS = ("start", "seg", "jump", "step", "count", "mask")
+RUN = len(RUN_FIELDS)
 
 
 @dataclass(frozen=True)
@@ -35,9 +44,9 @@ class Pass:
     """One kernel launch: programs own ``tiles``; ``entries`` list the other side's tiles."""
 
     tiles: torch.Tensor  # int32 (Hp, T, 3): (start, seg, jump) of each program's tile
-    order: torch.Tensor  # int32 (Hp, T): tiles in launch order (most entries first)
+    order: torch.Tensor  # int32 (Hp, T): tiles in launch order (most tile pairs first)
     rowptr: torch.Tensor  # int32 (Hp, T + 1): CSR offsets into entries
-    entries: torch.Tensor  # int32 (Hp, E, 4): other side's (start, seg, jump) and mask id (-1 full)
+    entries: torch.Tensor  # int32 (Hp, R, RUN): runs of the other side's tiles (``RUN_FIELDS``)
     covers_all: bool  # the program tiles cover every position 0..n-1
 
     @property
@@ -259,8 +268,9 @@ def _broadcast_heads(p: _PartPairs, heads: int) -> _PartPairs:
                       p.token_q, p.covers_k)
 
 
-def _csr(own_tiles, other_tiles, hp, own, other, mid, heads, covers_all) -> Pass:
-    """CSR of entries grouped by ``own`` tile (per head), sorted by ``other`` tile."""
+def _csr(own_tiles, other_tiles, hp, own, other, mid, heads, covers_all,
+         merge_runs: bool = True) -> Pass:
+    """CSR of runs grouped by ``own`` tile (per head), sorted by ``other`` tile."""
     t = own_tiles.shape[1]
     dev = own_tiles.device
     rowptrs, ents, orders = [], [], []
@@ -270,18 +280,45 @@ def _csr(own_tiles, other_tiles, hp, own, other, mid, heads, covers_all) -> Pass
         key = o * (other_tiles.shape[1] + 1) + x
         srt = key.argsort(stable=True)
         o, x, m = o[srt], x[srt], m[srt]
-        counts = torch.bincount(o, minlength=t)
-        rowptrs.append(torch.cat([counts.new_zeros(1), counts.cumsum(0)]))
-        ents.append(torch.cat([other_tiles[h, x], m[:, None]], -1))
+        runs, run_own = _runs(other_tiles[h, x], o, m, merge_runs)
+        counts = torch.bincount(o, minlength=t)  # tile pairs per program: the launch order
+        n_runs = torch.bincount(run_own, minlength=t)
+        rowptrs.append(torch.cat([n_runs.new_zeros(1), n_runs.cumsum(0)]))
+        ents.append(runs)
         orders.append(torch.argsort(-counts, stable=True))
     width = max(1, max(e.shape[0] for e in ents))
-    entries = torch.full((heads, width, 4), -1, dtype=torch.long, device=dev)
+    entries = torch.full((heads, width, RUN), -1, dtype=torch.long, device=dev)
     for h, e in enumerate(ents):
         entries[h, :e.shape[0]] = e
     i32 = torch.int32
     return Pass(own_tiles.to(i32).contiguous(), torch.stack(orders).to(i32).contiguous(),
                 torch.stack(rowptrs).to(i32).contiguous(), entries.to(i32).contiguous(),
                 covers_all)
+
+
+def _runs(tiles: torch.Tensor, own: torch.Tensor, mid: torch.Tensor, merge: bool):
+    """Group sorted entries (their tiles (E, 3), owner and mask id) into runs (R, RUN) and each
+    run's owner. Entry i continues the run of entry i - 1 when both are full tiles of the same
+    owner and shape, and its start advances by the same step as the run's previous entry; a
+    partial tile is always a run of its own. (Greedy, without a sequential scan: a run may end
+    one entry early where a new step begins, which costs a run, never a wrong tile.)"""
+    e = tiles.shape[0]
+    if e == 0:
+        return torch.zeros(0, RUN, dtype=torch.long, device=tiles.device), own
+    link = torch.zeros(e, dtype=torch.bool, device=tiles.device)
+    diff = torch.zeros(e, dtype=torch.long, device=tiles.device)
+    if merge and e > 1:
+        diff[1:] = tiles[1:, 0] - tiles[:-1, 0]
+        link[1:] = ((own[1:] == own[:-1]) & (mid[1:] < 0) & (mid[:-1] < 0)
+                    & (tiles[1:, 1:] == tiles[:-1, 1:]).all(-1) & (diff[1:] > 0))
+        same_step = torch.ones_like(link)
+        same_step[2:] = ~link[1:-1] | (diff[2:] == diff[1:-1])
+        link &= same_step
+    first = (~link).nonzero(as_tuple=True)[0]  # each run's first entry
+    count = torch.diff(torch.cat([first, first.new_tensor([e])]))
+    step = torch.where(count > 1, diff[(first + 1).clamp(max=e - 1)], torch.zeros_like(count))
+    runs = torch.cat([tiles[first], step[:, None], count[:, None], mid[first, None]], -1)
+    return runs, own[first]
 
 
 def build_plan(pattern: Pattern, seq_len: int, num_heads: int, causal: bool, device,

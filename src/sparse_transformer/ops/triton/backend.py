@@ -3,7 +3,7 @@
 ``triton_attention`` takes the same arguments and returns the same thing as every backend. It
 derives ``TritonPlan``s from the pattern (cached by pattern, length, heads, causality, device and
 tile size; the forward, dq and dk/dv kernels may each use their own tile size, see ``TUNING``)
-and runs the kernels of ``triton_kernels``. Every cache here is bounded (``CACHE_SIZES``, least
+and runs the kernels of ``kernels.py``. Every cache here is bounded (``CACHE_SIZES``, least
 recently used entries go first): an eager call keeps its plans in its autograd context, and the
 custom ops rebuild a plan evicted since their forward from the pattern's token.
 
@@ -27,10 +27,10 @@ from typing import Optional
 
 import torch
 
-from ..patterns import Pattern
-from ..patterns.base import by_token
-from .cache import LRUCache
-from .triton_plan import Pass, TritonPlan, build_plan
+from ...patterns import Pattern
+from ...patterns.base import by_token
+from ..cache import LRUCache
+from .plan import RUN, Pass, TritonPlan, build_plan
 
 MAX_HEAD_DIM = 128
 DTYPES = (torch.float16, torch.bfloat16, torch.float32)
@@ -61,9 +61,9 @@ def is_available(device: torch.device | str | None = None) -> bool:
 
 
 def _kernels():
-    from . import triton_kernels
+    from . import kernels
 
-    return triton_kernels
+    return kernels
 
 
 def default_block(device: torch.device) -> int:
@@ -112,18 +112,15 @@ def _canonical(device) -> torch.device:
     return device
 
 
-# Launch settings per kernel role: tile size (None: ``default_block``), warps, pipeline stages,
-# whether full tiles skip their mask by a branch (True) or by a predicated load (False), and
-# up to which head dim (padded to a power of two) the loop issues the next tile's loads
-# before using the current one (prefetch; 0: never). Chosen on an H100 with
-# ``benchmarks/gpu.py --sweep`` (GPU time from CUDA graphs, n = 16384): 64-tiles with 4 warps
-# won for every role and pattern; at d = 64 prefetching made the backward 7-13% faster and the
-# forward 10-15% slower; at d = 128 it made the backward up to 2x slower (register spills).
+# Launch settings per kernel role: tile size (None: ``default_block``), warps and pipeline stages
+# (the stages Triton's software pipeliner gives the affine loop over a run's full tiles).
+# 64-tiles with 4 warps won every role and pattern in an H100 sweep (``benchmarks/gpu.py
+# --sweep``, GPU time from CUDA graphs, n = 16384); see docs/benchmarks.md for the stages.
 # Benchmarks may change these at run time.
 TUNING = {
-    "fwd": dict(block=None, num_warps=4, num_stages=3, mask_branch=False, prefetch=0),
-    "dq": dict(block=None, num_warps=4, num_stages=2, mask_branch=True, prefetch=64),
-    "dkdv": dict(block=None, num_warps=4, num_stages=2, mask_branch=True, prefetch=64),
+    "fwd": dict(block=None, num_warps=4, num_stages=3),
+    "dq": dict(block=None, num_warps=4, num_stages=3),
+    "dkdv": dict(block=None, num_warps=4, num_stages=3),
 }
 # Computed (tile pair x batch x head) count under which dq and dk/dv share a launch: fusing saves
 # host time on small problems (strided and local at n = 4096, H = 16: about 5,000) and costs GPU
@@ -167,10 +164,6 @@ def prepare(pattern: Pattern, n: int, heads: int, causal: bool, device) -> None:
 _PLAN_SETS: LRUCache = LRUCache(CACHE_SIZES["plan_sets"])
 
 
-def _prefetch(role: str, block_d: int) -> bool:
-    return block_d <= TUNING[role]["prefetch"]
-
-
 def _launch_opts(role: str, device: torch.device) -> dict:
     if device.type == "cpu":
         return {}
@@ -210,14 +203,12 @@ def _forward(q, k, v, kpm, plan: TritonPlan, scale: float):
     scratch = torch.empty(b, h, n, d, dtype=torch.float32, device=q.device) if len(passes) > 1 else out
     c = _common(plan, q, k, v)
     opts = _launch_opts("fwd", q.device)
-    branch = TUNING["fwd"]["mask_branch"]
     for i, ps in enumerate(passes):
         dst = out if i == len(passes) - 1 else scratch
         launch(kern._fwd_kernel, (ps.num_tiles, b * h), opts,
                q, k, v, dst, lse, scratch, lse, kpm_t, ps.tiles, ps.order, ps.rowptr, ps.entries,
                plan.masks, scale * kern.LOG2E, *c[:9], h, n, d, ps.num_tiles,
-               ps.entries.shape[1], c[9], c[10], c[11], has_kpm, i > 0, c[12], branch,
-               _prefetch("fwd", c[11]))
+               ps.entries.shape[1], c[9], c[10], c[11], has_kpm, i > 0, c[12])
     return out, lse
 
 
@@ -272,21 +263,19 @@ def _backward(dout, dlse, q, k, v, out, lse, kpm, plans, scale: float):
                    qp_.tiles, qp_.order, qp_.rowptr, qp_.entries,
                    kp_.tiles, kp_.order, kp_.rowptr, kp_.entries, qplan.masks,
                    scale * kern.LOG2E, scale, *qc[:9], h, n, d, tq, qp_.entries.shape[1], tk,
-                   kp_.entries.shape[1], qc[9], qc[10], qc[11], has_kpm, i > 0, kv_seed, qc[12],
-                   TUNING["dq"]["mask_branch"], _prefetch("dq", qc[11]))
+                   kp_.entries.shape[1], qc[9], qc[10], qc[11], has_kpm, i > 0, kv_seed, qc[12])
             continue
         if qp is not None:
             launch(kern._dq_kernel, (tq, b * h), _launch_opts("dq", dev),
                    q, k, v, dout, lse, delta, dq_dst, acc_q, kpm_t, qp.tiles, qp.order, qp.rowptr,
                    qp.entries, qplan.masks, scale * kern.LOG2E, scale, *qc[:9], h, n, d, tq,
-                   qp.entries.shape[1], qc[9], qc[10], qc[11], has_kpm, i > 0, qc[12],
-                   TUNING["dq"]["mask_branch"], _prefetch("dq", qc[11]))
+                   qp.entries.shape[1], qc[9], qc[10], qc[11], has_kpm, i > 0, qc[12])
         if kp is not None:
             launch(kern._dkdv_kernel, (tk, b * h), _launch_opts("dkdv", dev),
                    q, k, v, dout, lse, delta, dk_dst, dv_dst, acc_k, acc_v, kpm_t, kp.tiles,
                    kp.order, kp.rowptr, kp.entries, kplan.masks, scale * kern.LOG2E, scale,
                    *kc[:9], h, n, d, tk, kp.entries.shape[1], kc[9], kc[10], kc[11], has_kpm,
-                   kv_seed, kc[12], TUNING["dkdv"]["mask_branch"], _prefetch("dkdv", kc[11]))
+                   kv_seed, kc[12])
     return dq, dk, dv
 
 
@@ -294,7 +283,7 @@ def _empty_pass(device):
     """Placeholder arrays for the half of a fused backward launch that has no pass."""
     key = str(device)
     if key not in _EMPTY:
-        z = torch.zeros(1, 1, 4, dtype=torch.int32, device=device)
+        z = torch.zeros(1, 1, RUN, dtype=torch.int32, device=device)
         _EMPTY[key] = Pass(z[..., :3].contiguous(), z[..., 0].contiguous(),
                            z[..., :2].contiguous(), z, True)
     return _EMPTY[key]

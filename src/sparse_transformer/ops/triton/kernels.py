@@ -1,0 +1,346 @@
+"""Fused sparse attention in Triton: forward, dq and dk/dv kernels over a ``TritonPlan``.
+
+Flash-style: each program owns one tile (``block`` positions, see ``plan.py``) of one
+(batch, head) and walks the CSR list of runs the plan gives it, with an online softmax in the
+forward. A run is either one partial tile, which loads its deduplicated int8 mask, or a sequence
+of full tiles whose positions advance by a constant step: that inner loop has affine addresses
+and no mask arithmetic, so Triton pipelines its loads. Tiles the plan does not list are never
+loaded; key padding is applied element-wise. Scores run in the log2 domain
+(``exp2``) with float32 accumulation; the log-sum-exp is returned in natural log.
+
+A forward pass may start from an earlier pass's (output, log-sum-exp): that is how parts computed
+over different tilings (the strided column factor in the transposed view, then the row factor in
+token order) merge without an extra kernel. Backward passes accumulate into float32 scratch in the
+same way. Every program writes only its own tile, so results are deterministic (no atomics).
+
+Rows with no allowed key keep m = -inf and l = 0: they output zeros, a log-sum-exp of -inf, and
+(because the backward maps -inf to +inf before exp2) zero gradients.
+"""
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+LOG2E = 1.4426950408889634
+LN2 = 0.6931471805599453
+
+
+@triton.jit
+def _pattern(seg, jump, offs):
+    """Offsets of a tile's positions from its start (``ops/tiles.py``)."""
+    return (offs // seg) * jump + offs % seg
+
+
+@triton.jit
+def _run(ENT, r):
+    """Run ``r`` of a CSR list: (start, seg, jump, step, count, mask id); see ``RUN_FIELDS``."""
+    ent = ENT + r * 6
+    return (tl.load(ent), tl.load(ent + 1), tl.load(ent + 2), tl.load(ent + 3), tl.load(ent + 4),
+            tl.load(ent + 5))
+
+
+@triton.jit
+def _apply_mask(s, MASKS, mid, offs, BLOCK: tl.constexpr, KEY_MAJOR: tl.constexpr):
+    """Scores of a partial tile with its stored mask applied (masks are stored [query, key])."""
+    if KEY_MAJOR:  # s is (keys, queries)
+        idx = offs[None, :] * BLOCK + offs[:, None]
+    else:
+        idx = offs[:, None] * BLOCK + offs[None, :]
+    mk = tl.load(MASKS + mid * BLOCK * BLOCK + idx)
+    return tl.where(mk != 0, s, float("-inf"))
+
+
+@triton.jit
+def _load_lse2(LSE, row, inb):
+    lse = tl.load(LSE + row, mask=inb, other=float("inf"))
+    # Empty rows (lse = -inf) and out-of-range rows get +inf, so their probabilities are 0.
+    return tl.where(lse == float("-inf"), float("inf"), lse * 1.4426950408889634)
+
+
+@triton.jit
+def _fwd_step(q, m_i, l_i, acc, K, V, b, h, kpos, mid, MASKS, KPM, skb, skh, skn, svb, svh, svn,
+              N, qk_scale, offs, offs_d, dmask, BLOCK: tl.constexpr, MASKED: tl.constexpr,
+              HAS_KPM: tl.constexpr, DOT_PREC: tl.constexpr):
+    """One key tile of the online softmax."""
+    kin = kpos < N
+    kmask = kin[:, None] & dmask[None, :]
+    k = tl.load(K + b * skb + h * skh + kpos[:, None] * skn + offs_d[None, :], mask=kmask,
+                other=0.0)
+    v = tl.load(V + b * svb + h * svh + kpos[:, None] * svn + offs_d[None, :], mask=kmask,
+                other=0.0)
+    s = tl.dot(q, tl.trans(k), input_precision=DOT_PREC) * qk_scale
+    if MASKED:
+        s = _apply_mask(s, MASKS, mid, offs, BLOCK, False)
+    if HAS_KPM:
+        pad = tl.load(KPM + b * N + kpos, mask=kin, other=1)
+        s = tl.where(pad[None, :] == 0, s, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(s, 1))
+    m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+    p = tl.math.exp2(s - m_safe[:, None])
+    alpha = tl.math.exp2(m_i - m_safe)
+    l_i = l_i * alpha + tl.sum(p, 1)
+    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PREC)
+    return m_new, l_i, acc
+
+
+@triton.jit
+def _fwd_kernel(Q, K, V, O, LSE, SEED_O, SEED_LSE, KPM,
+                TILES, ORDER, ROWPTR, ENT, MASKS,
+                qk_scale, sqb, sqh, sqn, skb, skh, skn, svb, svh, svn,
+                H, N, D, T, E, HP_MUL,
+                BLOCK: tl.constexpr, BLOCK_D: tl.constexpr, HAS_KPM: tl.constexpr,
+                HAS_SEED: tl.constexpr, DOT_PREC: tl.constexpr):
+    pid = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // H
+    h = bh % H
+    hp = h * HP_MUL
+    t = tl.load(ORDER + hp * T + pid)
+    offs = tl.arange(0, BLOCK)
+    offs_d = tl.arange(0, BLOCK_D)
+    dmask = offs_d < D
+    tile = TILES + (hp * T + t) * 3
+    qpos = tl.load(tile) + _pattern(tl.load(tile + 1), tl.load(tile + 2), offs)
+    qin = qpos < N
+    q = tl.load(Q + b * sqb + h * sqh + qpos[:, None] * sqn + offs_d[None, :],
+                mask=qin[:, None] & dmask[None, :], other=0.0)
+    row = (b * H + h) * N + qpos  # index of (b, h, qpos) in (B, H, N) tensors
+    if HAS_SEED:
+        prev = tl.load(SEED_LSE + row, mask=qin, other=float("-inf"))
+        m_i = prev * 1.4426950408889634
+        l_i = tl.where(prev == float("-inf"), 0.0, 1.0)
+        acc = tl.load(SEED_O + row[:, None] * D + offs_d[None, :],
+                      mask=qin[:, None] & dmask[None, :], other=0.0)
+    else:
+        m_i = tl.full([BLOCK], float("-inf"), tl.float32)
+        l_i = tl.zeros([BLOCK], tl.float32)
+        acc = tl.zeros([BLOCK, BLOCK_D], tl.float32)
+    lo = tl.load(ROWPTR + hp * (T + 1) + t)
+    hi = tl.load(ROWPTR + hp * (T + 1) + t + 1)
+    base = ENT + hp * E * 6
+    for r in range(lo, hi):
+        start, seg, jump, step, count, mid = _run(base, r)
+        pat = _pattern(seg, jump, offs)
+        if mid >= 0:
+            m_i, l_i, acc = _fwd_step(q, m_i, l_i, acc, K, V, b, h, start + pat, mid, MASKS, KPM,
+                                      skb, skh, skn, svb, svh, svn, N, qk_scale, offs, offs_d,
+                                      dmask, BLOCK, True, HAS_KPM, DOT_PREC)
+        else:
+            for j in range(count):
+                m_i, l_i, acc = _fwd_step(q, m_i, l_i, acc, K, V, b, h, start + j * step + pat,
+                                          mid, MASKS, KPM, skb, skh, skn, svb, svh, svn, N,
+                                          qk_scale, offs, offs_d, dmask, BLOCK, False, HAS_KPM,
+                                          DOT_PREC)
+    nonempty = l_i > 0
+    out = acc / tl.where(nonempty, l_i, 1.0)[:, None]
+    lse = tl.where(nonempty, (m_i + tl.log2(tl.where(nonempty, l_i, 1.0))) * 0.6931471805599453,
+                   float("-inf"))
+    tl.store(O + row[:, None] * D + offs_d[None, :], out.to(O.dtype.element_ty),
+             mask=qin[:, None] & dmask[None, :])
+    tl.store(LSE + row, lse, mask=qin)
+
+
+@triton.jit
+def _delta_kernel(O, DO, DLSE, DELTA, total, D, HAS_DLSE: tl.constexpr,
+                  ROWS: tl.constexpr, BLOCK_D: tl.constexpr):
+    r = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
+    offs_d = tl.arange(0, BLOCK_D)
+    m = (r < total)[:, None] & (offs_d < D)[None, :]
+    o = tl.load(O + r[:, None] * D + offs_d[None, :], mask=m, other=0.0).to(tl.float32)
+    do = tl.load(DO + r[:, None] * D + offs_d[None, :], mask=m, other=0.0).to(tl.float32)
+    delta = tl.sum(o * do, 1)
+    if HAS_DLSE:
+        delta -= tl.load(DLSE + r, mask=r < total, other=0.0)
+    tl.store(DELTA + r, delta, mask=r < total)
+
+
+@triton.jit
+def _dq_step(q, do, lse2, delta, dq, K, V, b, h, kpos, mid, MASKS, KPM, skb, skh, skn, svb, svh,
+             svn, N, qk_scale, offs, offs_d, dmask, BLOCK: tl.constexpr, MASKED: tl.constexpr,
+             HAS_KPM: tl.constexpr, DOT_PREC: tl.constexpr):
+    """dq from one key tile."""
+    kin = kpos < N
+    kmask = kin[:, None] & dmask[None, :]
+    k = tl.load(K + b * skb + h * skh + kpos[:, None] * skn + offs_d[None, :], mask=kmask,
+                other=0.0)
+    v = tl.load(V + b * svb + h * svh + kpos[:, None] * svn + offs_d[None, :], mask=kmask,
+                other=0.0)
+    s = tl.dot(q, tl.trans(k), input_precision=DOT_PREC) * qk_scale
+    if MASKED:
+        s = _apply_mask(s, MASKS, mid, offs, BLOCK, False)
+    if HAS_KPM:
+        pad = tl.load(KPM + b * N + kpos, mask=kin, other=1)
+        s = tl.where(pad[None, :] == 0, s, float("-inf"))
+    p = tl.math.exp2(s - lse2[:, None])
+    dp = tl.dot(do, tl.trans(v), input_precision=DOT_PREC)
+    ds = p * (dp - delta[:, None])
+    return dq + tl.dot(ds.to(k.dtype), k, input_precision=DOT_PREC)
+
+
+@triton.jit
+def _dq_tile(pid, Q, K, V, DO, LSE, DELTA, DQ, SEED_DQ, KPM,
+             TILES, ORDER, ROWPTR, ENT, MASKS,
+             qk_scale, sm_scale, sqb, sqh, sqn, skb, skh, skn, svb, svh, svn,
+             H, N, D, T, E, HP_MUL,
+             BLOCK: tl.constexpr, BLOCK_D: tl.constexpr, HAS_KPM: tl.constexpr,
+             HAS_SEED: tl.constexpr, DOT_PREC: tl.constexpr):
+    bh = tl.program_id(1)
+    b = bh // H
+    h = bh % H
+    hp = h * HP_MUL
+    t = tl.load(ORDER + hp * T + pid)
+    offs = tl.arange(0, BLOCK)
+    offs_d = tl.arange(0, BLOCK_D)
+    dmask = offs_d < D
+    tile = TILES + (hp * T + t) * 3
+    qpos = tl.load(tile) + _pattern(tl.load(tile + 1), tl.load(tile + 2), offs)
+    qin = qpos < N
+    qm = qin[:, None] & dmask[None, :]
+    row = (b * H + h) * N + qpos
+    q = tl.load(Q + b * sqb + h * sqh + qpos[:, None] * sqn + offs_d[None, :], mask=qm, other=0.0)
+    do = tl.load(DO + row[:, None] * D + offs_d[None, :], mask=qm, other=0.0)
+    lse2 = _load_lse2(LSE, row, qin)
+    delta = tl.load(DELTA + row, mask=qin, other=0.0)
+    dq = tl.zeros([BLOCK, BLOCK_D], tl.float32)
+    lo = tl.load(ROWPTR + hp * (T + 1) + t)
+    hi = tl.load(ROWPTR + hp * (T + 1) + t + 1)
+    base = ENT + hp * E * 6
+    for r in range(lo, hi):
+        start, seg, jump, step, count, mid = _run(base, r)
+        pat = _pattern(seg, jump, offs)
+        if mid >= 0:
+            dq = _dq_step(q, do, lse2, delta, dq, K, V, b, h, start + pat, mid, MASKS, KPM, skb,
+                          skh, skn, svb, svh, svn, N, qk_scale, offs, offs_d, dmask, BLOCK, True,
+                          HAS_KPM, DOT_PREC)
+        else:
+            for j in range(count):
+                dq = _dq_step(q, do, lse2, delta, dq, K, V, b, h, start + j * step + pat, mid,
+                              MASKS, KPM, skb, skh, skn, svb, svh, svn, N, qk_scale, offs,
+                              offs_d, dmask, BLOCK, False, HAS_KPM, DOT_PREC)
+    dq = dq * sm_scale
+    if HAS_SEED:
+        dq += tl.load(SEED_DQ + row[:, None] * D + offs_d[None, :], mask=qm, other=0.0)
+    tl.store(DQ + row[:, None] * D + offs_d[None, :], dq.to(DQ.dtype.element_ty), mask=qm)
+
+
+@triton.jit
+def _dkdv_step(k, v, kpad, dk, dv, Q, DO, LSE, DELTA, b, h, H, qpos, mid, MASKS, sqb, sqh, sqn,
+               N, D, qk_scale, offs, offs_d, dmask, BLOCK: tl.constexpr, MASKED: tl.constexpr,
+               HAS_KPM: tl.constexpr, DOT_PREC: tl.constexpr):
+    """dk and dv from one query tile (scores held transposed: keys x queries)."""
+    qin = qpos < N
+    qm = qin[:, None] & dmask[None, :]
+    row = (b * H + h) * N + qpos
+    q = tl.load(Q + b * sqb + h * sqh + qpos[:, None] * sqn + offs_d[None, :], mask=qm, other=0.0)
+    do = tl.load(DO + row[:, None] * D + offs_d[None, :], mask=qm, other=0.0)
+    lse2 = _load_lse2(LSE, row, qin)
+    delta = tl.load(DELTA + row, mask=qin, other=0.0)
+    st = tl.dot(k, tl.trans(q), input_precision=DOT_PREC) * qk_scale
+    if MASKED:
+        st = _apply_mask(st, MASKS, mid, offs, BLOCK, True)
+    if HAS_KPM:
+        st = tl.where(kpad[:, None] == 0, st, float("-inf"))
+    pt = tl.math.exp2(st - lse2[None, :])
+    dv += tl.dot(pt.to(do.dtype), do, input_precision=DOT_PREC)
+    dpt = tl.dot(v, tl.trans(do), input_precision=DOT_PREC)
+    dst = pt * (dpt - delta[None, :])
+    dk += tl.dot(dst.to(q.dtype), q, input_precision=DOT_PREC)
+    return dk, dv
+
+
+@triton.jit
+def _dkdv_tile(pid, Q, K, V, DO, LSE, DELTA, DK, DV, SEED_DK, SEED_DV, KPM,
+               TILES, ORDER, ROWPTR, ENT, MASKS,
+               qk_scale, sm_scale, sqb, sqh, sqn, skb, skh, skn, svb, svh, svn,
+               H, N, D, T, E, HP_MUL,
+               BLOCK: tl.constexpr, BLOCK_D: tl.constexpr, HAS_KPM: tl.constexpr,
+               HAS_SEED: tl.constexpr, DOT_PREC: tl.constexpr):
+    bh = tl.program_id(1)
+    b = bh // H
+    h = bh % H
+    hp = h * HP_MUL
+    t = tl.load(ORDER + hp * T + pid)
+    offs = tl.arange(0, BLOCK)
+    offs_d = tl.arange(0, BLOCK_D)
+    dmask = offs_d < D
+    tile = TILES + (hp * T + t) * 3
+    kpos = tl.load(tile) + _pattern(tl.load(tile + 1), tl.load(tile + 2), offs)
+    kin = kpos < N
+    km = kin[:, None] & dmask[None, :]
+    krow = (b * H + h) * N + kpos
+    k = tl.load(K + b * skb + h * skh + kpos[:, None] * skn + offs_d[None, :], mask=km, other=0.0)
+    v = tl.load(V + b * svb + h * svh + kpos[:, None] * svn + offs_d[None, :], mask=km, other=0.0)
+    dk = tl.zeros([BLOCK, BLOCK_D], tl.float32)
+    dv = tl.zeros([BLOCK, BLOCK_D], tl.float32)
+    if HAS_KPM:
+        kpad = tl.load(KPM + b * N + kpos, mask=kin, other=1)
+    else:
+        kpad = kin
+    lo = tl.load(ROWPTR + hp * (T + 1) + t)
+    hi = tl.load(ROWPTR + hp * (T + 1) + t + 1)
+    base = ENT + hp * E * 6
+    for r in range(lo, hi):
+        start, seg, jump, step, count, mid = _run(base, r)
+        pat = _pattern(seg, jump, offs)
+        if mid >= 0:
+            dk, dv = _dkdv_step(k, v, kpad, dk, dv, Q, DO, LSE, DELTA, b, h, H, start + pat, mid,
+                                MASKS, sqb, sqh, sqn, N, D, qk_scale, offs, offs_d, dmask, BLOCK,
+                                True, HAS_KPM, DOT_PREC)
+        else:
+            for j in range(count):
+                dk, dv = _dkdv_step(k, v, kpad, dk, dv, Q, DO, LSE, DELTA, b, h, H,
+                                    start + j * step + pat, mid, MASKS, sqb, sqh, sqn, N, D,
+                                    qk_scale, offs, offs_d, dmask, BLOCK, False, HAS_KPM,
+                                    DOT_PREC)
+    dk = dk * sm_scale
+    if HAS_SEED:
+        dk += tl.load(SEED_DK + krow[:, None] * D + offs_d[None, :], mask=km, other=0.0)
+        dv += tl.load(SEED_DV + krow[:, None] * D + offs_d[None, :], mask=km, other=0.0)
+    tl.store(DK + krow[:, None] * D + offs_d[None, :], dk.to(DK.dtype.element_ty), mask=km)
+    tl.store(DV + krow[:, None] * D + offs_d[None, :], dv.to(DV.dtype.element_ty), mask=km)
+
+
+@triton.jit
+def _bwd_kernel(Q, K, V, DO, LSE, DELTA, DQ, SEED_DQ, DK, DV, SEED_DK, SEED_DV, KPM,
+                QTILES, QORDER, QROWPTR, QENT, KTILES, KORDER, KROWPTR, KENT, MASKS,
+                qk_scale, sm_scale, sqb, sqh, sqn, skb, skh, skn, svb, svh, svn,
+                H, N, D, TQ, EQ, TK, EK, HP_MUL,
+                BLOCK: tl.constexpr, BLOCK_D: tl.constexpr, HAS_KPM: tl.constexpr,
+                DQ_SEED: tl.constexpr, KV_SEED: tl.constexpr, DOT_PREC: tl.constexpr):
+    """One launch for a backward pass: the first TQ programs compute dq tiles, the rest dk/dv."""
+    pid = tl.program_id(0)
+    if pid < TQ:
+        _dq_tile(pid, Q, K, V, DO, LSE, DELTA, DQ, SEED_DQ, KPM, QTILES, QORDER, QROWPTR, QENT,
+                 MASKS, qk_scale, sm_scale, sqb, sqh, sqn, skb, skh, skn, svb, svh, svn,
+                 H, N, D, TQ, EQ, HP_MUL, BLOCK, BLOCK_D, HAS_KPM, DQ_SEED, DOT_PREC)
+    else:
+        _dkdv_tile(pid - TQ, Q, K, V, DO, LSE, DELTA, DK, DV, SEED_DK, SEED_DV, KPM, KTILES,
+                   KORDER, KROWPTR, KENT, MASKS, qk_scale, sm_scale, sqb, sqh, sqn, skb, skh,
+                   skn, svb, svh, svn, H, N, D, TK, EK, HP_MUL, BLOCK, BLOCK_D, HAS_KPM,
+                   KV_SEED, DOT_PREC)
+
+
+@triton.jit
+def _dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, SEED_DQ, KPM, TILES, ORDER, ROWPTR, ENT, MASKS,
+               qk_scale, sm_scale, sqb, sqh, sqn, skb, skh, skn, svb, svh, svn,
+               H, N, D, T, E, HP_MUL,
+               BLOCK: tl.constexpr, BLOCK_D: tl.constexpr, HAS_KPM: tl.constexpr,
+               HAS_SEED: tl.constexpr, DOT_PREC: tl.constexpr):
+    """dq alone (for large passes, where one kernel per role keeps register use lower)."""
+    _dq_tile(tl.program_id(0), Q, K, V, DO, LSE, DELTA, DQ, SEED_DQ, KPM, TILES, ORDER, ROWPTR,
+             ENT, MASKS, qk_scale, sm_scale, sqb, sqh, sqn, skb, skh, skn, svb, svh, svn,
+             H, N, D, T, E, HP_MUL, BLOCK, BLOCK_D, HAS_KPM, HAS_SEED, DOT_PREC)
+
+
+@triton.jit
+def _dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, SEED_DK, SEED_DV, KPM,
+                 TILES, ORDER, ROWPTR, ENT, MASKS,
+                 qk_scale, sm_scale, sqb, sqh, sqn, skb, skh, skn, svb, svh, svn,
+                 H, N, D, T, E, HP_MUL,
+                 BLOCK: tl.constexpr, BLOCK_D: tl.constexpr, HAS_KPM: tl.constexpr,
+                 HAS_SEED: tl.constexpr, DOT_PREC: tl.constexpr):
+    """dk and dv alone (see ``_dq_kernel``)."""
+    _dkdv_tile(tl.program_id(0), Q, K, V, DO, LSE, DELTA, DK, DV, SEED_DK, SEED_DV, KPM, TILES,
+               ORDER, ROWPTR, ENT, MASKS, qk_scale, sm_scale, sqb, sqh, sqn, skb, skh, skn,
+               svb, svh, svn, H, N, D, T, E, HP_MUL, BLOCK, BLOCK_D, HAS_KPM, HAS_SEED,
+               DOT_PREC)
