@@ -44,13 +44,13 @@ LRA_PUBLISHED = {"Transformer": 36.37, "Local Attention": 15.82, "Sparse Trans."
 
 
 def pattern_fields(name: str, args) -> dict:
-    """Each pattern's parameters at this length (see models.encoder.encoder_pattern)."""
+    """Each pattern's fields at this length (EncoderConfig's, models/pattern_spec.py)."""
     return {"dense": {},
             "local": {"window": args.window},
-            "longformer": {"window": args.window, "n_global": 1},
+            "longformer": {"window": args.window, "global_tokens": (0,)},
             "bigbird": {"window": args.window // 2 + args.block_size // 2,
-                        "n_global": args.block_size, "n_random": 3,
-                        "block_size": args.block_size},
+                        "global_tokens": tuple(range(args.block_size)), "random_blocks": 3,
+                        "random_block_size": args.block_size},
             "strided": {"stride": args.stride},
             "fixed": {"stride": args.stride, "summary": args.summary}}[name]
 

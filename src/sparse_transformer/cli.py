@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 
 from .models import RunConfig, get_preset
+from .models.pattern_spec import PATTERN_KINDS
 from .models.presets import PRESETS
-from .patterns import PATTERN_KINDS
 
 
 def _coerce(value: str, current, name: str):
@@ -61,12 +61,15 @@ def apply_overrides(cfg: RunConfig, overrides: list[str]) -> RunConfig:
         if field not in names:
             raise SystemExit(f"error: unknown field {sec}.{field}; fields: {', '.join(names)}")
         changes[sec][field] = _coerce(value, getattr(obj, field), f"{sec}.{field}")
-    try:
-        return RunConfig(model=dataclasses.replace(cfg.model, **changes["model"]),
-                         train=dataclasses.replace(cfg.train, **changes["train"]),
-                         data=dataclasses.replace(cfg.data, **changes["data"]))
-    except ValueError as e:
-        raise SystemExit(f"error: {e}") from None
+    from .validation import qualified
+
+    new = {}
+    for sec, obj in sections.items():
+        try:
+            new[sec] = dataclasses.replace(obj, **changes[sec])
+        except ValueError as e:
+            raise SystemExit(f"error: {qualified(sec, type(obj), str(e))}") from None
+    return RunConfig(**new)
 
 
 def _printable(data: bytes) -> str:
@@ -536,16 +539,22 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(fn=cmd_plot)
 
     d = sub.add_parser("pattern", help="draw a pattern's connectivity matrix and print density")
-    d.add_argument("--pattern", default="strided", choices=list(PATTERN_KINDS))
+    d.add_argument("--pattern", default="strided",
+                   help=f"a kind ({', '.join(PATTERN_KINDS)}), a union 'local+global+random', or "
+                        "one pattern per head 'local+global,strided'")
     d.add_argument("--stride", type=int, default=8)
     d.add_argument("--summary", type=int, default=2)
     d.add_argument("--window", type=int, default=8)
     d.add_argument("--distinct-heads", action="store_true")
     d.add_argument("--global-tokens", default="0",
-                   help="bigbird / longformer: comma-separated global positions ('' for none)")
-    d.add_argument("--random-blocks", type=int, default=2, help="bigbird: random blocks per query block")
-    d.add_argument("--random-block-size", type=int, default=8, help="bigbird: random block size")
-    d.add_argument("--pattern-seed", type=int, default=0, help="bigbird: seed of the random blocks")
+                   help="global / bigbird / longformer: comma-separated global positions ('' "
+                        "for none)")
+    d.add_argument("--random-blocks", type=int, default=2,
+                   help="random / bigbird: random blocks per query block")
+    d.add_argument("--random-block-size", type=int, default=8,
+                   help="random / bigbird: random block size")
+    d.add_argument("--pattern-seed", type=int, default=0,
+                   help="random / bigbird: seed of the random blocks")
     d.add_argument("--head", type=int, default=0)
     d.add_argument("--seq-len", type=int, default=64)
     d.add_argument("--bidirectional", action="store_true")

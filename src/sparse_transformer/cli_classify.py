@@ -23,6 +23,7 @@ from .data.downloads import DataUnavailable
 def parse_fields(overrides: list[str]) -> tuple[dict, dict]:
     """``model.x=1 train.y=2 z=3`` -> (EncoderConfig fields, ClassifyConfig fields)."""
     from .models.encoder import EncoderConfig
+    from .models.pattern_spec import LEGACY_FIELDS
     from .training.classify import ClassifyConfig
 
     defaults = {"model": EncoderConfig(), "train": ClassifyConfig()}
@@ -44,6 +45,9 @@ def parse_fields(overrides: list[str]) -> tuple[dict, dict]:
             sec, field = owners[0], key
         derived = ("vocab_size", "n_classes") if sec == "model" else ()
         names = [f.name for f in dataclasses.fields(defaults[sec]) if f.name not in derived]
+        if sec == "model" and field in LEGACY_FIELDS:  # an earlier name (n_global, seed, ...)
+            out[sec][field] = _coerce(value, 0, f"{sec}.{field}")
+            continue
         if field not in names:
             raise SystemExit(f"error: unknown field {sec}.{field}"
                              + (" (set by the tokenizer and the labels)" if field in derived else "")

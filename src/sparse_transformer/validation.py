@@ -110,18 +110,34 @@ def check_output_file(name: str, path) -> None:
     check_output_dir(name, p.absolute().parent)
 
 
+def qualified(section: str, config_type, msg: str) -> str:
+    """A config's own error message with its section: ``"stride must be ..."`` ->
+    ``"model.stride must be ..."`` when it starts with a field name, else ``"model: ..."``."""
+    if msg.startswith(f"{section}."):
+        return msg
+    head = msg.split(" ", 1)[0].split("=", 1)[0]
+    names = {f.name for f in dataclasses.fields(config_type)}
+    return f"{section}.{msg}" if head in names else f"{section}: {msg}"
+
+
+def rebuilt(section: str, config):
+    """Re-runs a config dataclass's own checks on its current values (fields may have been set
+    after construction); an error becomes a ConfigError naming the field with its section."""
+    try:
+        return dataclasses.replace(config)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(qualified(section, type(config), str(e))) from None
+
+
 # -- the library's config ---------------------------------------------------------------------------
 def check_model_config(m) -> None:
     """Re-runs ``ModelConfig``'s own checks on the current values (fields may have been set after
-    construction), then the numeric ones it leaves out."""
+    construction), the pattern among them (``models/pattern_spec.py``: the spec and every field
+    its kinds read), then the numeric ones it leaves out."""
     _float("model.ff_mult", m.ff_mult, 0.0, lo_open=True)
     _float("model.qk_ratio", m.qk_ratio, 0.0, lo_open=True)
     _float("model.dropout", m.dropout, 0.0, 1.0, hi_open=True)
-    try:
-        dataclasses.replace(m)
-    except (TypeError, ValueError) as e:
-        msg = str(e)
-        raise ConfigError(msg if msg.startswith("model.") else f"model.{msg}") from None
+    rebuilt("model", m)
 
 
 def check_train_config(t) -> None:

@@ -29,9 +29,10 @@ slots are in use (a static cache). Patterns that depend on absolute positions (F
 Random) therefore see the slots as the positions.
 
 The pattern comes from, first, the innermost ``use_pattern`` context, else the model config's
-``sparse_pattern``: a Pattern, or a dict (JSON-friendly, saved with the config) of
-``patterns.build_pattern`` arguments with the kind under ``"pattern"``, e.g.
-``{"pattern": "fixed", "stride": 64, "summary": 8}``. A layer with ``layer_idx`` may also get
+``sparse_pattern``: a Pattern, or a dict (JSON-friendly, saved with the config) of the pattern
+fields of ``ModelConfig`` (``models/pattern_spec.py``; ``seed`` is read as ``pattern_seed``) with
+the spec under ``"pattern"``, e.g. ``{"pattern": "fixed", "stride": 64, "summary": 8}`` or
+``{"pattern": "local+global", "window": 64, "global_tokens": [0]}``. A layer with ``layer_idx`` may also get
 its own entry when ``sparse_pattern`` is a list (one per layer). ``config.sparse_backend``
 (default "auto") picks the backend.
 
@@ -48,8 +49,9 @@ import contextvars
 
 import torch
 
+from ..models.pattern_spec import PATTERN_FIELDS, build_pattern
 from ..ops import sparse_attention
-from ..patterns import Pattern, build_pattern
+from ..patterns import Pattern
 
 NAME = "sparse"
 _CONTEXT: contextvars.ContextVar = contextvars.ContextVar("sparse_transformer_hf_pattern",
@@ -78,21 +80,26 @@ def use_pattern(pattern, backend: str | None = None):
 
 
 def pattern_from_spec(spec, where: str = "config.sparse_pattern") -> Pattern:
-    """A Pattern from a Pattern, or from a dict of ``build_pattern`` arguments with "pattern"."""
+    """A Pattern from a Pattern, or from a dict of pattern fields with the spec under "pattern"
+    (``models.pattern_spec.build_pattern``)."""
     if isinstance(spec, Pattern):
         return spec
     if isinstance(spec, dict):
         args = dict(spec)
-        kind = args.pop("pattern", None)
-        if kind is None:
+        if args.get("pattern") is None:
             raise ValueError(f"{where} must name its kind under 'pattern', got {spec!r}")
+        if "seed" in args and "pattern_seed" not in args:  # the earlier name
+            args["pattern_seed"] = args.pop("seed")
+        unknown = sorted(set(args) - set(PATTERN_FIELDS))
+        if unknown:
+            raise ValueError(f"{where}: unknown key(s) {unknown}; keys: "
+                             f"{', '.join(PATTERN_FIELDS)}")
         if "global_tokens" in args:
             args["global_tokens"] = tuple(args["global_tokens"])
         try:
-            return build_pattern(kind, **args)
-        except TypeError as e:
-            raise ValueError(f"{where}: {e} (keys: pattern, stride, summary, distinct_heads, "
-                             "window, global_tokens, random_blocks, random_block_size, seed)") from None
+            return build_pattern(**args)
+        except ValueError as e:
+            raise ValueError(f"{where}: {e}") from None
     raise ValueError(f"{where} must be a sparse_transformer Pattern or a dict such as "
                      f"{{'pattern': 'local', 'window': 128}}, got {type(spec).__name__}")
 

@@ -5,14 +5,20 @@
     logits = head(pool(norm(H_N)))   pool: the [CLS] position (0) or the mean over real tokens
 
 Attention is ``SparseSelfAttention(causal=False)`` with the batch's padding mask, so no query
-attends to padding. The pattern comes from ``encoder_pattern(name, ...)``:
+attends to padding. The pattern is named as in ``ModelConfig`` (``models/pattern_spec.py``): a
+kind, a union ``"local+global+random"`` or one per head ``"local,strided"``, each kind reading the
+shared fields. The presets, bidirectional:
 
 * ``dense``:      every pair;
 * ``local``:      ``Local(window)``, keys with |i - j| < window;
-* ``longformer``: ``Local(window) | Global.first(n_global)`` (the first tokens, [CLS] among
-                  them, attend to all and are attended by all);
-* ``bigbird``:    ``Local(window) | Global.first(n_global) | Random(n_random, block_size, seed)``;
+* ``longformer``: ``Local(window) | Global(global_tokens)`` (the global positions, [CLS] at 0
+                  by default, attend to all and are attended by all);
+* ``bigbird``:    ``Local(window) | Global(global_tokens) | Random(random_blocks,
+                  random_block_size, pattern_seed)``;
 * ``strided``:    the paper's ``Strided(stride)``;  ``fixed``: ``Fixed(stride, summary)``.
+
+The fields' earlier names ``n_global`` (the first n positions global), ``n_random``,
+``block_size`` and ``seed`` are still taken by the constructor, so configs saved with them load.
 
 Initialisation follows ``models.transformer``: weights N(0, sqrt(0.125 / fan_in)), the attention
 output and W2 scaled by 1 / sqrt(2 N), biases and the classifier head zero.
@@ -20,16 +26,19 @@ output and W2 scaled by 1 / sqrt(2 N), biases and the classifier head zero.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import InitVar, dataclass
 
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..layers import SparseSelfAttention
-from ..patterns import Dense, Fixed, Local, Pattern, Strided, presets
+from ..patterns import Pattern
+from .pattern_spec import (apply_legacy_fields, build_pattern, config_pattern,
+                           normalize_pattern_fields)
 from .transformer import FeedForward
 
+# The presets the benchmarks compare; any spec of PATTERN_KINDS works (models/pattern_spec.py).
 ENCODER_PATTERNS = ("dense", "local", "longformer", "bigbird", "strided", "fixed")
 POOLINGS = ("cls", "mean")
 
@@ -37,20 +46,12 @@ POOLINGS = ("cls", "mean")
 def encoder_pattern(name: str, window: int = 64, n_global: int = 1, n_random: int = 2,
                     block_size: int = 64, stride: int = 64, summary: int = 8,
                     seed: int = 0) -> Pattern:
-    """The pattern called ``name`` (one of ENCODER_PATTERNS) with these parameters."""
-    if name == "dense":
-        return Dense()
-    if name == "local":
-        return Local(window)
-    if name == "longformer":
-        return presets.longformer(window, tuple(range(n_global)))
-    if name == "bigbird":
-        return presets.bigbird(window, n_global, n_random, block_size, seed)
-    if name == "strided":
-        return Strided(stride)
-    if name == "fixed":
-        return Fixed(stride, summary)
-    raise ValueError(f"pattern must be one of {ENCODER_PATTERNS}, got {name!r}")
+    """The pattern ``name`` (a spec of ``PATTERN_KINDS``) with the encoder's earlier parameter
+    names: the first ``n_global`` positions global, ``n_random`` random blocks of
+    ``block_size``, seeded by ``seed``."""
+    return build_pattern(name, window=window, global_tokens=tuple(range(n_global)),
+                         random_blocks=n_random, random_block_size=block_size, stride=stride,
+                         summary=summary, pattern_seed=seed)
 
 
 @dataclass
@@ -63,25 +64,36 @@ class EncoderConfig:
     n_heads: int = 4
     ff_mult: float = 4.0
     dropout: float = 0.1
-    pattern: str = "bigbird"  # see ENCODER_PATTERNS
+    # The pattern and its fields, as in ModelConfig (models/pattern_spec.py): a kind, a union
+    # "local+global+random", or one per head "local,strided".
+    pattern: str = "bigbird"
+    stride: int = 64  # strided, fixed, column, block, summary
+    summary: int = 8  # fixed, summary
+    distinct_heads: bool = False  # fixed, summary: a sub-block per head; random: draws per head
     window: int = 64  # local, longformer, bigbird
-    n_global: int = 1  # longformer, bigbird: the first n_global positions are global
-    n_random: int = 2  # bigbird: random key blocks per query block
-    block_size: int = 64  # bigbird: random-block size
-    stride: int = 64  # strided, fixed
-    summary: int = 8  # fixed
-    seed: int = 0  # bigbird's random blocks
+    global_tokens: tuple[int, ...] = (0,)  # global, longformer, bigbird: positions ([CLS] is 0)
+    random_blocks: int = 2  # random, bigbird: random key blocks per query block
+    random_block_size: int = 64  # random, bigbird: random-block size
+    pattern_seed: int = 0  # random, bigbird: seed of the random blocks
     mode: str = "merged"  # merged | interleaved | split (strided, fixed)
     pooling: str = "cls"  # cls | mean
     checkpointing: bool = False
     backend: str = "auto"
+    # Earlier names, read from old saved configs: n_global (global_tokens = the first n),
+    # n_random (random_blocks), block_size (random_block_size), seed (pattern_seed).
+    n_global: InitVar[int | None] = None
+    n_random: InitVar[int | None] = None
+    block_size: InitVar[int | None] = None
+    seed: InitVar[int | None] = None
 
-    def __post_init__(self):
-        for name in ("vocab_size", "n_classes", "max_len", "d_model", "n_layers", "n_heads",
-                     "window", "n_global", "n_random", "block_size", "stride", "summary"):
+    def __post_init__(self, n_global, n_random, block_size, seed):
+        for name in ("vocab_size", "n_classes", "max_len", "d_model", "n_layers", "n_heads"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be an int >= 1, got {v!r}")
+        apply_legacy_fields(self, _DEFAULTS, n_global=n_global, n_random=n_random,
+                            block_size=block_size, seed=seed)
+        normalize_pattern_fields(self)  # every pattern field, and the pattern they name
         if self.n_classes < 2:
             raise ValueError(f"n_classes must be >= 2, got {self.n_classes}")
         if self.pooling not in POOLINGS:
@@ -91,11 +103,13 @@ class EncoderConfig:
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads "
                              f"({self.n_heads})")
-        self.build_pattern()
 
     def build_pattern(self) -> Pattern:
-        return encoder_pattern(self.pattern, self.window, self.n_global, self.n_random,
-                               self.block_size, self.stride, self.summary, self.seed)
+        return config_pattern(self)
+
+
+_DEFAULTS = {f: EncoderConfig.__dataclass_fields__[f].default
+             for f in ("global_tokens", "random_blocks", "random_block_size", "pattern_seed")}
 
 
 class EncoderBlock(nn.Module):
