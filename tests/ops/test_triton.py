@@ -97,6 +97,7 @@ def test_fixed_plan_gathers_summary_keys():
 CPU_CASES = [
     (P.Strided(16), 97, 32), (P.Fixed(16, 4), 97, 32), (P.Local(20), 97, 32),
     (P.Local(4) | P.Global((5,)) | P.Random(1, 16, seed=3), 97, 32),
+    (P.Fixed(8, 2), 161, 16),  # far summary tiles as spans of several tiles, both directions
 ]
 
 

@@ -7,7 +7,8 @@ from .base import Pattern
 from .dense import Dense
 from .fixed import Block, Fixed, Summary
 from .global_ import Global
-from .layout import BlockLayout, block_layout, count_pairs, dense_mask
+from .layout import (BlockLayout, active_tiles, block_layout, candidate_blocks, count_pairs,
+                     dense_mask)
 from .local import Local
 from .per_head import PerHead
 from .presets import PATTERN_KINDS, bigbird, build_pattern, longformer
@@ -18,6 +19,7 @@ from .union import Union
 
 __all__ = [
     "Pattern", "Dense", "Local", "Strided", "Column", "Fixed", "Block", "Summary", "Global",
-    "Random", "Union", "PerHead", "BlockLayout", "block_layout", "count_pairs", "dense_mask",
+    "Random", "Union", "PerHead", "BlockLayout", "block_layout", "candidate_blocks", "active_tiles",
+    "count_pairs", "dense_mask",
     "PATTERN_KINDS", "bigbird", "longformer", "build_pattern", "Structure",
 ]

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import torch
 
 from .base import Pattern
+from .structure import Structure
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,9 @@ class Global(Pattern):
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
             raise ValueError(f"count must be an int >= 1, got {count!r}")
         return cls(tuple(range(count)))
+
+    def structure(self):
+        return Structure("global", tokens=self.tokens)
 
     def allowed(self, q, k, h):
         g = torch.tensor(self.tokens, dtype=q.dtype, device=q.device)

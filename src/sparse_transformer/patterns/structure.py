@@ -18,6 +18,11 @@ built-in pattern's answer equal to its predicate. Kinds and the fields each uses
   offsets ``stride - summary .. stride - 1`` of every stride block (with ``distinct_heads``, head
   h's sub-block ``o = h mod (stride // summary)`` places them ``o * summary`` earlier), outside
   the query's own block when ``exclude_own_block``.
+* ``"global"`` (``tokens``): ``q`` or ``k`` is one of the (sorted, distinct) global positions.
+* ``"random"`` (``block_size``, ``distinct_heads``, ``links``): blocks of ``block_size``
+  positions; ``links(blocks, head)`` is a long (blocks, m) tensor whose row b lists the earlier
+  blocks query block b drew (-1 past its draws; the head is ignored unless ``distinct_heads``).
+  Query block qb and key block kb are linked when one drew the other (symmetric).
 * ``"union"`` (``members``): a pair is allowed when any member allows it.
 * ``"per_head"`` (``members``): head h follows ``members[h % len(members)]``, seeing head index
   ``h // len(members)``.
@@ -25,10 +30,12 @@ built-in pattern's answer equal to its predicate. Kinds and the fields each uses
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable, Optional
 
 import torch
 
-KINDS = ("generic", "dense", "band", "column", "block", "summary", "union", "per_head")
+KINDS = ("generic", "dense", "band", "column", "block", "summary", "global", "random", "union",
+         "per_head")
 
 
 @dataclass(frozen=True)
@@ -41,6 +48,9 @@ class Structure:
     distinct_heads: bool = False
     exclude_own_block: bool = False
     members: tuple = ()  # union / per_head: Patterns
+    tokens: tuple = ()  # global: positions
+    block_size: int = 0  # random
+    links: Optional[Callable[[int, int], torch.Tensor]] = None  # random: (blocks, head) -> picks
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -73,6 +83,11 @@ class Structure:
                 ok = ok & (q.div(self.stride, rounding_mode="floor")
                            != k.div(self.stride, rounding_mode="floor"))
             return ok
+        if self.kind == "global":
+            g = torch.tensor(self.tokens, dtype=q.dtype, device=q.device)
+            return torch.isin(q, g) | torch.isin(k, g)
+        if self.kind == "random":
+            return self._random_allowed(q, k, h)
         if self.kind == "union":
             out = self.members[0].allowed(q, k, h)
             for m in self.members[1:]:
@@ -89,5 +104,34 @@ class Structure:
             return out
         return None
 
+    def random_pairs(self, blocks: int, head: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """random: the linked (query block, key block) pairs among blocks 0 .. blocks - 1, both
+        directions, O(blocks * m): (drawing block, drawn block) and its mirror."""
+        picks = self.links(blocks, head if self.distinct_heads else 0)
+        b = torch.arange(blocks).view(-1, 1).expand_as(picks)
+        keep = picks >= 0
+        qb, kb = b[keep], picks[keep]
+        return torch.cat([qb, kb]), torch.cat([kb, qb])
+
+    def _random_allowed(self, q, k, h):
+        # Membership of (head, qb, kb) in the sorted list of linked block pairs.
+        qb = q.div(self.block_size, rounding_mode="floor").long()
+        kb = k.div(self.block_size, rounding_mode="floor").long()
+        h = torch.as_tensor(h, device=q.device).long()
+        shape = torch.broadcast_shapes(qb.shape, kb.shape, h.shape)
+        none = torch.zeros(shape, dtype=torch.bool, device=q.device)
+        if not qb.numel() or not kb.numel():
+            return none
+        blocks = int(max(qb.max().item(), kb.max().item(), 0)) + 1
+        heads = int(h.max().item()) + 1 if self.distinct_heads else 1
+        keys = [(i * blocks + a) * blocks + b
+                for i in range(heads) for a, b in [self.random_pairs(blocks, i)]]
+        table = torch.cat(keys).sort().values.to(q.device)
+        if not table.numel():
+            return none
+        hh = h if self.distinct_heads else torch.zeros_like(h)
+        key = ((hh * blocks + qb) * blocks + kb).expand(shape).reshape(-1)
+        hit = table[torch.searchsorted(table, key).clamp(max=table.numel() - 1)] == key
+        return hit.view(shape) & (qb >= 0) & (kb >= 0)
 
 GENERIC = Structure()

@@ -17,7 +17,8 @@ The task kinds are chosen so that queries and keys are *views* of the inputs whe
   the positions with residue r, a strided view of the (m, l) reshaped sequence, and attends among
   them.
 * ``gather``: the general fallback. Groups are query blocks; each lists its active key blocks
-  from the pattern's block layout, gathered by index.
+  (``patterns.active_tiles``: the predicate on the candidate tiles the pattern's structure lists,
+  so a BigBird-style layout costs O(listed tiles), not n x n), gathered by index.
 
 Memory of every plan grows with the pairs it lists, never with n x n for a sparse pattern.
 """
@@ -28,7 +29,7 @@ from functools import lru_cache
 
 import torch
 
-from ...patterns import Pattern, Summary, block_layout
+from ...patterns import Pattern, Summary, active_tiles
 from ...patterns.structure import Structure
 
 _MASK_ELEMENTS = 1 << 22  # predicate elements evaluated at once while building masks
@@ -232,16 +233,14 @@ def _band_plan(part: Pattern, n: int, heads: int, causal: bool) -> Plan | None:
     not band-shaped (e.g. per-head layouts that differ, or too many distinct runs).
     """
     bs = choose_block(part, n)
-    lay = block_layout(part, n, bs, heads, causal)
-    active = lay.active
-    if heads > 1 and not bool((active == active[:1]).all()):
+    tiles = active_tiles(part, n, bs, heads, causal)
+    qi, ki, _ = tiles[0]
+    if any(not (torch.equal(t[0], qi) and torch.equal(t[1], ki)) for t in tiles[1:]):
         return None
-    a = active[0]
-    nb = a.shape[0]
-    count = a.sum(-1)
-    idx = torch.arange(nb)
-    lo = torch.where(a, idx, nb).amin(-1)
-    hi = torch.where(a, idx, -1).amax(-1)
+    nb = -(-n // bs)
+    count = torch.bincount(qi, minlength=nb)
+    lo = torch.full((nb,), nb, dtype=torch.long).scatter_reduce(0, qi, ki, "amin")
+    hi = torch.full((nb,), -1, dtype=torch.long).scatter_reduce(0, qi, ki, "amax")
     if bool(((count > 0) & (count != hi - lo + 1)).any()):
         return None
     runs = []  # [first block, last block, lo offset, hi offset]
@@ -290,9 +289,8 @@ def _merge_single_blocks(tasks: list[Task]) -> list[Task]:
 # -- the general fallback: gather each query block's active key blocks ---------------------------
 def _gather_plan(part: Pattern, n: int, heads: int, causal: bool) -> Plan:
     bs = choose_block(part, n)
-    lay = block_layout(part, n, bs, heads, causal)
-    blocks, counts = lay.key_blocks()  # (Hp, nb, Kb)
-    nb = lay.num_blocks
+    nb = -(-n // bs)
+    blocks, counts = _key_blocks(active_tiles(part, n, bs, heads, causal), nb)  # (Hp, nb, Kb)
     offs = torch.arange(bs)
     k_idx = blocks.unsqueeze(-1) * bs + offs  # (Hp, nb, Kb, bs)
     k_idx = torch.where((blocks.unsqueeze(-1) >= 0) & (k_idx < n), k_idx, -1).flatten(-2)
@@ -307,3 +305,15 @@ def _gather_plan(part: Pattern, n: int, heads: int, causal: bool) -> Plan:
         if w > 0:
             tasks.append(Task("gather", b * bs, e - b, bs, k_idx=k_idx[:, b:e, :w * bs]))
     return Plan(n, nb * bs, heads, tuple(tasks))
+
+
+def _key_blocks(tiles, nb: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Padded lists of active key blocks per (head, query block) from sparse active tiles
+    (sorted row-major): long (Hp, nb, width) indices, -1 past a row's count, and the counts."""
+    counts = torch.stack([torch.bincount(qi, minlength=nb) for qi, _, _ in tiles])
+    width = max(1, int(counts.max()))
+    blocks = torch.full((len(tiles), nb, width), -1, dtype=torch.long)
+    for h, (qi, ki, _) in enumerate(tiles):
+        first = counts[h].cumsum(0) - counts[h]
+        blocks[h, qi, torch.arange(qi.numel()) - first[qi]] = ki
+    return blocks, counts

@@ -9,10 +9,16 @@ tilings and the list of tile pairs that hold an allowed pair. Every pair is eval
 pattern's predicate (never re-derived by hand): a pair is *full* when every in-bounds query of the
 tile may see every key of it, otherwise its element-wise mask is stored once (masks are
 deduplicated, so diagonal tiles share one). Causality and sequence bounds are baked into those
-masks; key padding is applied by the kernels. A part whose structure is "dense", "band" or
+masks; key padding is applied by the kernels. Candidate tile pairs come from the part's
+structure (``patterns.candidate_blocks``: a band, global rows and columns, the tiles of linked
+random blocks, unions of those), so a BigBird-style plan lists O(n) candidates, never n x n; only
+a structure with no shortcut ("generic") falls back to the block layout, which evaluates the
+predicate on every pair. A part whose structure is "dense", "band" or
 "column" depends on q - k alone, so in-bounds tile pairs of one tiling with the same start offset
 share a single evaluation (a strided plan at n = 2^20 builds in about a second, not minutes);
-pairs touching the end of the sequence are evaluated one by one.
+pairs touching the end of the sequence are evaluated one by one. A summary part's *far* tiles
+(keys in stride blocks wholly before, or after, the query tile's) share one evaluation per side
+and are listed as spans, one run per tile, so Fixed's n^2 / 8 tiles cost O(n) to plan.
 
 The plan holds, per pass, a CSR list of *runs*: forward and dq passes are query-major (a program
 owns one query tile and walks its key tiles), dk/dv passes are key-major. A run is either one
@@ -29,7 +35,7 @@ from functools import lru_cache
 
 import torch
 
-from ...patterns import Pattern, block_layout
+from ...patterns import Pattern, block_layout, candidate_blocks
 from ..tiles import tile_pair_masks, token_tiles
 
 
@@ -83,6 +89,15 @@ class _PartPairs:
     masks: torch.Tensor  # bool (M, block, block)
     token_q: bool  # query tiling is the contiguous one
     covers_k: bool  # key tiling covers every position
+    # Full tile pairs listed as spans instead of one by one (a summary part's far tiles): query-
+    # and key-major views of the same pairs, each (hp, own tile, first other tile, count) long
+    # tensors; the other tiles of a span are consecutive and their starts advance by one step.
+    qspans: tuple | None = None
+    kspans: tuple | None = None
+
+    @property
+    def tiles(self) -> int:
+        return self.hp.numel() + (int(self.qspans[3].sum()) if self.qspans is not None else 0)
 
 
 def _column_tiles(n: int, stride: int, block: int, device):
@@ -142,23 +157,39 @@ def _evaluate(part: Pattern, head: int, n: int, causal: bool, qtiles, ktiles, qi
                   & (qtiles[qi, 1:] == ktiles[ki, 1:]).all(-1))
         if inside.any():
             return _evaluate_shared(part, head, n, causal, qtiles, ktiles, qi, ki, block, inside)
-    act, full, masks = [], [], []
-    h = torch.tensor(head, device=qtiles.device)
+    dev = qtiles.device
+    # Results go into tensors allocated up front (the masks into a buffer grown by doubling):
+    # small pieces kept between the chunks' large temporaries would fragment the heap, hundreds
+    # of MB of resident memory at n = 2^20.
+    act = torch.zeros(qi.shape, dtype=torch.bool, device=dev)
+    full = torch.zeros_like(act)
+    which = torch.full(qi.shape, -1, dtype=torch.long, device=dev)
+    masks = torch.empty(16, block, block, dtype=torch.bool, device=dev)
+    stored, at = 0, 0
+    h = torch.tensor(head, device=dev)
     for ok, qin in tile_pair_masks(part, n, causal, qtiles, ktiles, qi, ki, h, block):
+        c = ok.shape[0]
         a = (ok & qin).any(dim=(1, 2))
         f = (ok | ~qin).all(dim=(1, 2))
-        act.append(a)
-        full.append(f & a)
-        masks.append((ok | ~qin)[a & ~f])
-    if not act:
-        z = torch.zeros(0, dtype=torch.bool, device=qtiles.device)
-        return (z, z, torch.zeros(0, block, block, dtype=torch.bool, device=qtiles.device),
-                torch.zeros(0, dtype=torch.long, device=qtiles.device))
-    act, full = torch.cat(act), torch.cat(full)
-    which = torch.full(act.shape, -1, dtype=torch.long, device=act.device)
-    partial = act & ~full
-    which[partial] = torch.arange(int(partial.sum()), device=act.device)
-    return act, full, torch.cat(masks), which
+        act[at:at + c] = a
+        full[at:at + c] = f & a
+        partial = a & ~f
+        if partial.any():
+            # Identical masks (a band's diagonal, a global column) are stored once per chunk,
+            # so memory follows the distinct masks, not the partial tiles.
+            m = (ok | ~qin)[partial]
+            uniq, inv = torch.unique(m.reshape(m.shape[0], -1), dim=0, return_inverse=True)
+            u = uniq.shape[0]
+            if stored + u > masks.shape[0]:
+                grown = torch.empty(max(2 * masks.shape[0], stored + u), block, block,
+                                    dtype=torch.bool, device=dev)
+                grown[:stored] = masks[:stored]
+                masks = grown
+            masks[stored:stored + u] = uniq.view(-1, block, block)
+            which[at:at + c][partial] = inv + stored
+            stored += u
+        at += c
+    return act, full, masks[:stored], which
 
 
 def _evaluate_shared(part, head, n, causal, qtiles, ktiles, qi, ki, block, inside):
@@ -198,7 +229,7 @@ def _pairs_for_part(part: Pattern, n: int, heads: int, causal: bool, block: int,
     hp = heads if part.per_head else 1
     tok = token_tiles(n, block, device)
     token_q, covers_k = True, True
-    qt_heads, kt_heads, cands = [], [], []
+    qt_heads, kt_heads, cands, spans = [], [], [], []
     s = part.structure()  # the shortcuts below are candidate lists; the predicate decides
     for h in range(hp):
         qt, kt = tok, tok
@@ -210,8 +241,13 @@ def _pairs_for_part(part: Pattern, n: int, heads: int, causal: bool, block: int,
                 keep = qt[ki, 0] <= qt[qi, 0] + (block - 1) * s.stride
                 qi, ki = qi[keep], ki[keep]
             token_q = False
-        elif s.kind == "summary" and compact_summary and (
-                block % s.summary == 0 or s.summary % block == 0):
+        elif s.kind == "summary" and compact_summary and block % s.summary == 0:
+            kt = _summary_tiles(n, s.stride, s.summary, s.summary_low(h), block, device)
+            (qi, ki), far = _summary_near_far(part, h, n, causal, s.stride, block // s.summary,
+                                              qt, kt, block)
+            spans.append(far)
+            covers_k = False
+        elif s.kind == "summary" and compact_summary and s.summary % block == 0:
             kt = _summary_tiles(n, s.stride, s.summary, s.summary_low(h), block, device)
             ok = torch.ones(qt.shape[0], kt.shape[0], dtype=torch.bool, device=device)
             if causal:
@@ -223,9 +259,12 @@ def _pairs_for_part(part: Pattern, n: int, heads: int, causal: bool, block: int,
                            device)
         elif s.kind == "block":
             qi, ki = _band(qt.shape[0], kt.shape[0], -(-s.stride // block) + 1, causal, device)
-        else:
-            lay = block_layout(part, n, block, hp, causal, device=device)
-            qi, ki = lay.active[h].nonzero(as_tuple=True)
+        else:  # "global", "random", unions and per-head mixes of them: listed directly
+            cand = candidate_blocks(part, n, block, h, causal)
+            if cand is None:
+                lay = block_layout(part, n, block, hp, causal, device=device)
+                cand = lay.active[h].nonzero(as_tuple=True)
+            qi, ki = (c.to(device) for c in cand)
         qt_heads.append(qt)
         kt_heads.append(kt)
         cands.append((qi, ki))
@@ -242,9 +281,90 @@ def _pairs_for_part(part: Pattern, n: int, heads: int, causal: bool, block: int,
         kis.append(ki)
         mids.append(mid)
         masks.append(m)
+    qspans = kspans = None
+    if spans:
+        spans = [(torch.full_like(q[0], h), *q, torch.full_like(k[0], h), *k)
+                 for h, (q, k) in enumerate(spans)]
+        cat = [torch.cat(x) for x in zip(*spans)]
+        qspans, kspans = tuple(cat[:4]), tuple(cat[4:])
     return _PartPairs(_stack_ragged(qt_heads), _stack_ragged(kt_heads), torch.cat(hps),
                       torch.cat(qis), torch.cat(kis), torch.cat(mids), torch.cat(masks),
-                      token_q, covers_k)
+                      token_q, covers_k, qspans, kspans)
+
+
+def _row_ranges(lo: torch.Tensor, hi: torch.Tensor):
+    """(row, j) for every row and lo[row] <= j < hi[row]."""
+    cnt = (hi - lo).clamp(min=0)
+    row = torch.arange(lo.numel(), device=lo.device).repeat_interleave(cnt)
+    first = (cnt.cumsum(0) - cnt)[row]
+    return row, lo[row] + torch.arange(row.numel(), device=lo.device) - first
+
+
+def _summary_near_far(part, head, n, causal, stride, per, qt, kt, block):
+    """Candidates of a summary part over compact key tiles (``per`` stride blocks per tile),
+    split in two. *Far* pairs: both tiles inside the sequence, and every key of the key tile in
+    a stride block before (or, bidirectionally, after) every row of the query tile. By the
+    structure's claim ("summary": the predicate reads the key's offset in its stride block and
+    whether q and k share one), every far pair has the same mask as one representative on its
+    side; when the predicate finds the representatives full, the far pairs are returned as spans
+    (key tiles 0 .. F(i) - 1 of query tile i, and query tiles G(j) .. of key tile j), O(tiles)
+    instead of O(tiles^2). *Near* pairs (a few per query tile) are candidates evaluated one by
+    one. Returns ((qi, ki) near candidates, (query-major spans, key-major spans))."""
+    dev = qt.device
+    tq, tk = qt.shape[0], kt.shape[0]
+    t_in = n // block  # query tiles inside the sequence (the last may be partial)
+    k_in = int((_last_position(kt, block) < n).sum())  # key tiles inside (a prefix)
+    g_first = torch.arange(tk, device=dev) * per  # stride blocks a key tile reads
+    g_last = g_first + per - 1
+    rows = torch.arange(tq, device=dev) * block
+    s0, s1 = rows // stride, (rows + block - 1) // stride  # stride blocks of a query tile
+    inside = torch.arange(tq, device=dev) < t_in
+    before = torch.searchsorted(g_last[:k_in].contiguous(), s0)  # far-before: j < before
+    after = torch.searchsorted(g_first[:k_in].contiguous(), s1, right=True)  # far-after: j >= after
+    before = torch.where(inside, before, 0)
+    after = torch.where(inside & (not causal), after, k_in)
+    # One representative per side decides for all far pairs of that side.
+    reps = []
+    i_b = int(inside.nonzero()[-1]) if t_in else -1
+    if t_in and int(before[i_b]) > 0:
+        reps.append((i_b, 0))
+    i_a = int(inside.nonzero()[0]) if t_in else -1
+    if t_in and not causal and int(after[i_a]) < k_in:
+        reps.append((i_a, k_in - 1))
+    if reps:
+        rq = torch.tensor([r[0] for r in reps], device=dev)
+        rk = torch.tensor([r[1] for r in reps], device=dev)
+        a, f, _, _ = _evaluate(part, head, n, causal, qt, kt, rq, rk, block)
+        if not bool(f.all()):  # the claim does not hold: no pair is far, every one a candidate
+            inside = torch.zeros_like(inside)
+            t_in = 0
+            before = torch.zeros_like(before)
+            after = torch.full_like(after, k_in)
+    # Near candidates: between the two far ranges, and the key tiles past the sequence;
+    # causally only key tiles that start by the query tile's last row (starts increase).
+    end = torch.full_like(before, tk)
+    if causal:
+        end = torch.searchsorted(kt[:, 0].contiguous(), qt[:, 0] + block - 1, right=True)
+    qi1, ki1 = _row_ranges(before, torch.minimum(torch.where(inside, after, tk), end))
+    qi2, ki2 = _row_ranges(torch.where(inside, k_in, tk), end)
+    qi, ki = torch.cat([qi1, qi2]), torch.cat([ki1, ki2])
+    order = (qi * (tk + 1) + ki).argsort()
+    qi, ki = qi[order], ki[order]
+    # Far spans, query-major and key-major (the same pairs).
+    own = torch.arange(tq, device=dev)
+    q_major = [own, torch.zeros_like(own), before]
+    kj = torch.arange(k_in, device=dev)
+    # Query tiles whose first stride block is after key tile j's last: i >= G(j).
+    g_start = torch.searchsorted(s0[:t_in].contiguous(), g_last[:k_in], right=True)
+    k_major = [kj, g_start, (t_in - g_start).clamp(min=0)]
+    if not causal:
+        q_major = [torch.cat([own, own]), torch.cat([q_major[1], after]),
+                   torch.cat([before, k_in - after])]
+        g_end = torch.searchsorted(s1[:t_in].contiguous(), g_first[:k_in])  # i < G2(j)
+        k_major = [torch.cat([kj, kj]), torch.cat([g_start, torch.zeros_like(g_end)]),
+                   torch.cat([k_major[2], g_end])]
+    q_keep, k_keep = q_major[2] > 0, k_major[2] > 0
+    return (qi, ki), ([x[q_keep] for x in q_major], [x[k_keep] for x in k_major])
 
 
 def _stack_ragged(tiles: list[torch.Tensor]) -> torch.Tensor:
@@ -262,15 +382,23 @@ def _broadcast_heads(p: _PartPairs, heads: int) -> _PartPairs:
         return p
     reps = heads
     k = p.hp.numel()
+    def spans(sp):
+        if sp is None:
+            return None
+        m = sp[0].numel()
+        return (torch.arange(heads, device=sp[0].device).repeat_interleave(m),
+                *(x.repeat(reps) for x in sp[1:]))
+
     return _PartPairs(p.qtiles.expand(heads, -1, -1), p.ktiles.expand(heads, -1, -1),
                       torch.arange(heads, device=p.hp.device).repeat_interleave(k),
                       p.qi.repeat(reps), p.ki.repeat(reps), p.mid.repeat(reps), p.masks,
-                      p.token_q, p.covers_k)
+                      p.token_q, p.covers_k, spans(p.qspans), spans(p.kspans))
 
 
 def _csr(own_tiles, other_tiles, hp, own, other, mid, heads, covers_all,
-         merge_runs: bool = True) -> Pass:
-    """CSR of runs grouped by ``own`` tile (per head), sorted by ``other`` tile."""
+         merge_runs: bool = True, spans=None) -> Pass:
+    """CSR of runs grouped by ``own`` tile (per head), sorted by ``other`` tile; ``spans``
+    (hp, own, first other tile, count) add one run of full tiles each."""
     t = own_tiles.shape[1]
     dev = own_tiles.device
     rowptrs, ents, orders = [], [], []
@@ -282,6 +410,18 @@ def _csr(own_tiles, other_tiles, hp, own, other, mid, heads, covers_all,
         o, x, m = o[srt], x[srt], m[srt]
         runs, run_own = _runs(other_tiles[h, x], o, m, merge_runs)
         counts = torch.bincount(o, minlength=t)  # tile pairs per program: the launch order
+        if spans is not None:
+            ssel = spans[0] == h
+            so, lo, cnt = spans[1][ssel], spans[2][ssel], spans[3][ssel]
+            first = other_tiles[h, lo]
+            nxt = other_tiles[h, (lo + 1).clamp(max=other_tiles.shape[1] - 1), 0]
+            step = torch.where(cnt > 1, nxt - first[:, 0], torch.zeros_like(cnt))
+            extra = torch.cat([first, step[:, None], cnt[:, None], torch.full_like(cnt, -1)[:, None]],
+                              -1)
+            runs, run_own = torch.cat([runs, extra]), torch.cat([run_own, so])
+            srt = run_own.argsort(stable=True)
+            runs, run_own = runs[srt], run_own[srt]
+            counts = counts + torch.bincount(so, weights=cnt, minlength=t).long()
         n_runs = torch.bincount(run_own, minlength=t)
         rowptrs.append(torch.cat([n_runs.new_zeros(1), n_runs.cumsum(0)]))
         ents.append(runs)
@@ -352,16 +492,18 @@ def _build_cached(pattern, n, heads, causal, device, block):
             s.mid = torch.where(local, inv[(s.mid + offs[i]).clamp(min=0)], s.mid)
     # Backward (key-major): one pass per part; the last one must cover every key position.
     sets.sort(key=lambda s: (s.covers_k, s.token_q))
-    bwd = tuple(_csr(s.ktiles, s.qtiles, s.hp, s.ki, s.qi, s.mid, heads, s.covers_k) for s in sets)
+    bwd = tuple(_csr(s.ktiles, s.qtiles, s.hp, s.ki, s.qi, s.mid, heads, s.covers_k,
+                     spans=s.kspans) for s in sets)
     # Forward (query-major): parts sharing the contiguous query tiling run as one pass.
     fwd = []
     token = [s for s in sets if s.token_q]
     for s in sets:
         if not s.token_q:
-            fwd.append(_csr(s.qtiles, s.ktiles, s.hp, s.qi, s.ki, s.mid, heads, True))
+            fwd.append(_csr(s.qtiles, s.ktiles, s.hp, s.qi, s.ki, s.mid, heads, True,
+                            spans=s.qspans))
     if token:
         fwd.append(_merged_token_pass(token, heads))
-    tiles = sum(int(s.hp.numel()) for s in sets) // heads
+    tiles = sum(s.tiles for s in sets) // heads
     return TritonPlan(n, block, causal, heads, masks.to(torch.int8).contiguous(), tuple(fwd),
                       bwd, tiles)
 
@@ -369,13 +511,17 @@ def _build_cached(pattern, n, heads, causal, device, block):
 def _merged_token_pass(sets: list[_PartPairs], heads: int) -> Pass:
     """Concatenate the entries of parts that share the contiguous query tiling."""
     qt = sets[0].qtiles
-    offs, kts, hp, qi, ki, mid = 0, [], [], [], [], []
+    offs, kts, hp, qi, ki, mid, spans = 0, [], [], [], [], [], []
     for s in sets:
         kts.append(s.ktiles)
         hp.append(s.hp)
         qi.append(s.qi)
         ki.append(s.ki + offs)
         mid.append(s.mid)
+        if s.qspans is not None:
+            spans.append((s.qspans[0], s.qspans[1], s.qspans[2] + offs, s.qspans[3]))
         offs += s.ktiles.shape[1]
     kt = torch.cat(kts, 1)
-    return _csr(qt, kt, torch.cat(hp), torch.cat(qi), torch.cat(ki), torch.cat(mid), heads, True)
+    spans = tuple(torch.cat(x) for x in zip(*spans)) if spans else None
+    return _csr(qt, kt, torch.cat(hp), torch.cat(qi), torch.cat(ki), torch.cat(mid), heads, True,
+                spans=spans)
