@@ -114,13 +114,14 @@ def _canonical(device) -> torch.device:
 
 # Launch settings per kernel role: tile size (None: ``default_block``), warps and pipeline stages
 # (the stages Triton's software pipeliner gives the affine loop over a run's full tiles).
-# 64-tiles with 4 warps won every role and pattern in an H100 sweep (``benchmarks/gpu.py
-# --sweep``, GPU time from CUDA graphs, n = 16384); see docs/benchmarks.md for the stages.
+# 64-tiles with 4 warps won every role and pattern in an H100 sweep of the earlier, entry-by-entry
+# kernels (``benchmarks/gpu.py --sweep``, GPU time from CUDA graphs, n = 16384); the stages are
+# the ones that sweep chose. The run-based loops have not been swept yet (docs/benchmarks.md).
 # Benchmarks may change these at run time.
 TUNING = {
     "fwd": dict(block=None, num_warps=4, num_stages=3),
-    "dq": dict(block=None, num_warps=4, num_stages=3),
-    "dkdv": dict(block=None, num_warps=4, num_stages=3),
+    "dq": dict(block=None, num_warps=4, num_stages=2),
+    "dkdv": dict(block=None, num_warps=4, num_stages=2),
 }
 # Computed (tile pair x batch x head) count under which dq and dk/dv share a launch: fusing saves
 # host time on small problems (strided and local at n = 4096, H = 16: about 5,000) and costs GPU
