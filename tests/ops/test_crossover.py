@@ -90,3 +90,51 @@ def test_sdpa_masked_refuses_long_sequences():
     q = torch.zeros(1, 1, masked.MAX_N + 1, 8)
     with pytest.raises(ValueError, match="at most"):
         sparse_attention(q, q, q, P.Local(4), backend="sdpa-masked")
+
+
+def test_shipped_cpu_table_is_well_formed_and_names_cpu_backends():
+    table = crossover.load_table(str(crossover.CPU_TABLE))
+    assert table["entries"], "the CPU table ships with measured entries"
+    for e in table["entries"]:
+        assert e["dtype"] == "fp32"
+        assert set(e["best"]) <= {"blocked", "sdpa-masked"}
+
+
+def test_cpu_auto_reads_the_cpu_table(tmp_path, monkeypatch):
+    from sparse_transformer.ops import dispatch
+
+    path = tmp_path / "cpu.json"
+    path.write_text(json.dumps({"entries": [
+        {"kind": "Fixed", "head_dim": 32, "dtype": "fp32", "n": [128, 512],
+         "best": ["sdpa-masked", "blocked"]}]}))
+    monkeypatch.setenv("SPARSE_TRANSFORMER_CROSSOVER_CPU", str(path))
+    crossover.load_table.cache_clear()
+    try:
+        def choice(n, pattern=P.Fixed(16, 4), dtype=torch.float32):
+            return dispatch.choose_backend(torch.zeros(1, 2, n, 32, dtype=dtype), pattern,
+                                           True, None)
+
+        assert choice(128) == "sdpa-masked"
+        assert choice(600) == "blocked"
+        # Beyond the masked backend's length bound, in float64, or without an entry: blocked.
+        assert choice(masked.MAX_N * 2) == "blocked"
+        assert choice(128, dtype=torch.float64) == "blocked"
+        assert choice(128, pattern=P.Local(8)) == "blocked"
+        assert choice(128, pattern=P.Dense()) == "sdpa"
+    finally:
+        crossover.load_table.cache_clear()
+
+
+def test_cpu_auto_choice_matches_the_reference():
+    """What auto runs on the CPU at a short length (sdpa-masked per the shipped table) gives the
+    reference's forward and gradients."""
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 2, 128, 32, requires_grad=True) for _ in range(3))
+    pad = torch.zeros(2, 128, dtype=torch.bool)
+    pad[1, 100:] = True
+    res = []
+    for backend in ("reference", "auto"):
+        out = sparse_attention(q, k, v, P.Fixed(16, 4), key_padding_mask=pad, backend=backend)
+        res.append((out, *torch.autograd.grad(out.square().sum(), (q, k, v))))
+    for a, b in zip(*res):
+        torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-4)

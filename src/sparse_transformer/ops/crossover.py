@@ -1,7 +1,9 @@
-"""Which backend ``backend="auto"`` runs on a GPU: a crossover table measured by a benchmark.
+"""Which backend ``backend="auto"`` runs: crossover tables measured by a benchmark.
 
-The table (``crossover.json`` beside this file, written by ``benchmarks/crossover.py``) lists, for
-the device it was measured on, per pattern kind, head dim and dtype, the fastest backend at each
+Two tables sit beside this file, both written by ``benchmarks/crossover.py``: ``crossover.json``
+for GPUs (triton, flex or sdpa-masked) and ``crossover_cpu.json`` for CPUs (blocked or sdpa-masked,
+float32, measured with patterns of the paper's proportions at each length). Each lists, for the
+device it was measured on, per pattern kind, head dim and dtype, the fastest backend at each
 measured length (forward + backward of one eager call, host time included, as a training step
 feels it). ``pick`` answers from it:
 
@@ -15,8 +17,9 @@ feels it). ``pick`` answers from it:
   that cost is shared by more rows in a larger call (ListOps at batch 32, n = 2,000 trained
   slower with it, see docs/benchmarks.md), so beyond the measured size the fused kernels run.
 
-Set ``SPARSE_TRANSFORMER_CROSSOVER`` to another table's path to use it instead (the benchmark does,
-to check its own table). No table entry: the built-in order.
+Set ``SPARSE_TRANSFORMER_CROSSOVER`` (GPU) or ``SPARSE_TRANSFORMER_CROSSOVER_CPU`` to another
+table's path to use it instead (the benchmark does, to check its own table). No table entry: the
+built-in order.
 """
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ from functools import lru_cache
 from pathlib import Path
 
 TABLE = Path(__file__).with_name("crossover.json")
+CPU_TABLE = Path(__file__).with_name("crossover_cpu.json")
 
 
 @lru_cache(maxsize=4)
@@ -43,7 +47,9 @@ def load_table(path: str) -> dict:
     return table
 
 
-def table_path() -> str:
+def table_path(device_type: str = "cuda") -> str:
+    if device_type == "cpu":
+        return os.environ.get("SPARSE_TRANSFORMER_CROSSOVER_CPU") or str(CPU_TABLE)
     return os.environ.get("SPARSE_TRANSFORMER_CROSSOVER") or str(TABLE)
 
 
@@ -69,9 +75,10 @@ def lookup(table: dict, kind: str, n: int, head_dim: int, dtype,
 
 
 def pick(kind: str, n: int, head_dim: int, dtype, available, masked_max_n: int,
-         batch_heads: int | None = None) -> str | None:
-    """The backend to run, or None to use the built-in order. ``available``: registered names."""
-    choice = lookup(load_table(table_path()), kind, n, head_dim, dtype, batch_heads)
+         batch_heads: int | None = None, device_type: str = "cuda") -> str | None:
+    """The backend to run, or None to use the built-in order. ``available``: the names that can
+    run here; ``device_type``: "cuda" or "cpu", which table to read."""
+    choice = lookup(load_table(table_path(device_type)), kind, n, head_dim, dtype, batch_heads)
     if choice is None:
         return None
     if choice == "sdpa-masked" and n > masked_max_n:

@@ -46,7 +46,8 @@ def _check_backend_name(name):
 def choose_backend(q: torch.Tensor, pattern: Pattern, causal: bool, key_padding_mask) -> str:
     """The backend ``backend="auto"`` runs: dense SDPA for the Dense pattern; on a GPU the
     choice the crossover table measured for this pattern kind, length, head dim and dtype
-    (``crossover.py``); otherwise triton, then flex, on a GPU, and blocked anywhere else."""
+    (``crossover.py``); on a CPU in float32 the CPU table's choice; otherwise triton, then flex, on a
+    GPU, and blocked anywhere else."""
     if _FORCED:
         return _FORCED[-1]
     if isinstance(pattern, Dense):
@@ -59,6 +60,16 @@ def choose_backend(q: torch.Tensor, pattern: Pattern, causal: bool, key_padding_
         available = set(BACKENDS)
         choice = crossover.pick(type(pattern).__name__, q.shape[-2], q.shape[-1], q.dtype,
                                 available, masked.MAX_N, q.shape[0] * q.shape[1])
+        if choice is not None:
+            return choice
+    if q.device.type == "cpu" and q.dtype == torch.float32 and not torch.compiler.is_compiling():
+        # Measured on a CPU (crossover_cpu.json): at short lengths a masked dense product beats
+        # the blocked path's per-block work.
+        from . import crossover, masked
+
+        choice = crossover.pick(type(pattern).__name__, q.shape[-2], q.shape[-1], q.dtype,
+                                {"blocked", "sdpa-masked"} & set(BACKENDS), masked.MAX_N,
+                                device_type="cpu")
         if choice is not None:
             return choice
     if q.is_cuda and "triton" in BACKENDS and q.dtype in (torch.float16, torch.bfloat16,
