@@ -72,3 +72,17 @@ def test_fsdp_and_ddp_follow_one_process_and_resume_across_sizes(tmp_path):
     assert not ckpt.is_sharded(ddp / "step_00000002")
     train(ddp, 2, "--resume", "steps=4", "parallel=fsdp")
     close(losses(ddp), ref)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_two_processes_with_micro_batches_follow_one_process(tmp_path, parallel):
+    """train.grad_accum under each mode's no-sync handling: 2 processes x 2 micro-batches of the
+    same global batch give one process's loss curve (gradients reduced once per step)."""
+    one = tmp_path / "one"
+    train(one, 1, "--preset", "tiny", "steps=4", f"parallel={parallel}", *COMMON)
+    two = tmp_path / "two"
+    out = train(two, 2, "--preset", "tiny", "steps=4", f"parallel={parallel}", "grad_accum=2",
+                *COMMON)
+    assert "2 processes" in out
+    close(losses(two), losses(one))
