@@ -199,6 +199,9 @@ def main(argv=None):
                     help="sweep launch configurations per kernel role for this head_dim "
                          "(default 64) at the first --n")
     ap.add_argument("--profile", action="store_true", help="profile a small case and exit")
+    ap.add_argument("--atomic-dq", action="store_true",
+                    help="also time the one-pass backward (dq added atomically, "
+                         "triton backend ATOMIC_DQ) beside the default")
     args = ap.parse_args(argv)
     import triton
 
@@ -232,6 +235,12 @@ def main(argv=None):
                 ours = lambda q, k, v, pat=pat: tb.triton_attention(q, k, v, pat)  # noqa: E731
                 run_case(rows, name, "triton", n, h, d, pairs, ours, q, k, v)
                 rows[-1].update(plan_build_s=build, pairs_computed=plan.pairs_computed)
+                if args.atomic_dq:  # the one-pass backward beside the two-pass default
+                    tb.ATOMIC_DQ = True
+                    try:
+                        run_case(rows, name, "triton_atomic_dq", n, h, d, pairs, ours, q, k, v)
+                    finally:
+                        tb.ATOMIC_DQ = False
                 if not args.no_flex:
                     try:
                         fl = flex_token_order(pat, n, dev)
@@ -253,15 +262,16 @@ def summary(rows):
     dense = {(r["n"], r["d"]): r for r in rows if r["impl"] == "sdpa" and "error" not in r}
     flex = {(r["pattern"], r["n"], r["d"]): r for r in rows
             if r["impl"] == "flex_token" and "error" not in r}
-    print("\npattern   n      d   | ours fwd ms  f+b ms  TF/s(f+b) %dense | dense f+b ms | "
+    print("\npattern          n      d   | ours fwd ms  f+b ms  TF/s(f+b) %dense | dense f+b ms | "
           "flex f+b ms  speedup | graph f+b: ours  dense")
     for r in rows:
-        if r["impl"] != "triton" or "error" in r:
+        if r["impl"] not in ("triton", "triton_atomic_dq") or "error" in r:
             continue
         dn = dense.get((r["n"], r["d"]))
         fx = flex.get((r["pattern"], r["n"], r["d"]))
         pct = 100 * r["fwdbwd_tflops"] / dn["fwdbwd_tflops"] if dn else float("nan")
-        print(f"{r['pattern']:8s} {r['n']:6d} {r['d']:4d} | {r['fwd_ms']:10.3f} {r['fwdbwd_ms']:7.3f}"
+        name = r["pattern"] + ("+atomic" if r["impl"] == "triton_atomic_dq" else "")
+        print(f"{name:15s} {r['n']:6d} {r['d']:4d} | {r['fwd_ms']:10.3f} {r['fwdbwd_ms']:7.3f}"
               f" {r['fwdbwd_tflops']:8.1f} {pct:6.0f}% | "
               f"{dn['fwdbwd_ms'] if dn else float('nan'):11.3f} | "
               + (f"{fx['fwdbwd_ms']:10.3f} {fx['fwdbwd_ms'] / r['fwdbwd_ms']:7.1f}x" if fx else "-")

@@ -285,6 +285,24 @@ def test_interp_runs_of_full_tiles(pattern, fuse, monkeypatch):
     check_against_reference(triton_attention, q, k, v, pattern, True, _padding(2, n, "cpu"))
 
 
+@needs_interp
+@pytest.mark.parametrize("pattern", [P.Strided(4), P.Fixed(16, 4, distinct_heads=True),
+                                     P.Global((0, 50)) | P.Local(40),
+                                     P.PerHead((P.Local(9), P.Column(8)))],
+                         ids=lambda p: p.name)
+def test_interp_one_pass_backward_with_atomic_dq(pattern, monkeypatch):
+    """The opt-in one-pass backward (dq added atomically by the dk/dv programs, over every
+    key-major pass, strided's two tilings included) gives the reference's gradients, padding
+    and rows without keys included; the fused small-problem launch keeps its two roles."""
+    from sparse_transformer.ops.triton import backend as triton_backend
+
+    monkeypatch.setattr(triton_backend, "ATOMIC_DQ", True)
+    monkeypatch.setattr(triton_backend, "FUSE_BWD_BELOW", 0)
+    q, k, v = _qkv(2, 2, 161, 24, torch.float32, "cpu", seed=13)
+    check_against_reference(triton_attention, q, k, v, pattern, True, _padding(2, 161, "cpu"))
+    check_against_reference(triton_attention, q, k, v, pattern, False, _padding(2, 161, "cpu"))
+
+
 def test_runs_group_affine_full_tiles():
     """Full tiles of one shape whose starts advance by a constant step share a run; partial
     tiles stay single; without merging every tile is its own run, covering the same tiles."""
@@ -324,6 +342,18 @@ def test_gpu_unfused_backward(pattern, monkeypatch):
     """dq and dk/dv as separate launches (the path large problems take)."""
     from sparse_transformer.ops.triton import backend as triton_backend
 
+    monkeypatch.setattr(triton_backend, "FUSE_BWD_BELOW", 0)
+    q, k, v = _qkv(2, 4, 1025, 64, torch.bfloat16, "cuda")
+    check_against_reference(triton_attention, q, k, v, pattern, True, _padding(2, 1025, "cuda"))
+
+
+@gpu
+@pytest.mark.parametrize("pattern", [P.Strided(64), P.Fixed(64, 16), P.Local(100)],
+                         ids=lambda p: p.name)
+def test_gpu_one_pass_backward_with_atomic_dq(pattern, monkeypatch):
+    from sparse_transformer.ops.triton import backend as triton_backend
+
+    monkeypatch.setattr(triton_backend, "ATOMIC_DQ", True)
     monkeypatch.setattr(triton_backend, "FUSE_BWD_BELOW", 0)
     q, k, v = _qkv(2, 4, 1025, 64, torch.bfloat16, "cuda")
     check_against_reference(triton_attention, q, k, v, pattern, True, _padding(2, 1025, "cuda"))

@@ -127,6 +127,12 @@ TUNING = {
 # host time on small problems (strided and local at n = 4096, H = 16: about 5,000) and costs GPU
 # time on larger ones (strided at 16384: 0.91 ms fused against 0.83 ms apart, H100).
 FUSE_BWD_BELOW = 10_000
+# The one-pass backward: the dk/dv programs also compute dq and add it to a float32 buffer with
+# atomic adds, so no dq pass recomputes the scores (five matmuls per computed tile pair instead of
+# seven). The order of the additions varies, so results are not bit-for-bit repeatable; off by
+# default (deterministic) until GPU measurements show where it pays (``benchmarks/gpu.py
+# --atomic-dq``). Small fused backwards (``FUSE_BWD_BELOW``) keep their two roles.
+ATOMIC_DQ = False
 
 
 def _role_block(role: str, device: torch.device, block: int | None) -> int:
@@ -228,8 +234,6 @@ def _backward(dout, dlse, q, k, v, out, lse, kpm, plans, scale: float):
            dlse if dlse is not None else delta, delta, total, d, dlse is not None, 64, block_d)
     kpm_t, has_kpm = _kpm_arg(kpm, delta)
     qpasses, kpasses = qplan.fwd, kplan.bwd
-    dq = torch.empty(b, h, n, d, dtype=q.dtype, device=dev)
-    acc_q = torch.empty(b, h, n, d, dtype=torch.float32, device=dev) if len(qpasses) > 1 else dq
     # dk/dv: the last pass covers every key and writes the result; earlier passes accumulate in
     # float32 scratch, which starts from zeros unless the first pass covers every key itself.
     alloc = torch.empty if kpasses[-1].covers_all else torch.zeros
@@ -247,6 +251,14 @@ def _backward(dout, dlse, q, k, v, out, lse, kpm, plans, scale: float):
     # roles use the same plan. Large ones run them as two kernels, each compiled for its role.
     fuse = (qplan is kplan and FUSE_BWD_BELOW is not None
             and qplan.tiles_computed * b * h < FUSE_BWD_BELOW)
+    atomic = ATOMIC_DQ and not fuse
+    if atomic:  # dq from the key-major passes alone, added up in float32
+        qpasses = ()
+        dq = acc_q = dq_acc = torch.zeros(b, h, n, d, dtype=torch.float32, device=dev)
+    else:
+        dq = torch.empty(b, h, n, d, dtype=q.dtype, device=dev)
+        acc_q = dq_acc = (torch.empty(b, h, n, d, dtype=torch.float32, device=dev)
+                          if len(qpasses) > 1 else dq)
     empty = _empty_pass(dev)
     for i in range(max(len(qpasses), len(kpasses))):
         qp = qpasses[i] if i < len(qpasses) else None
@@ -273,10 +285,12 @@ def _backward(dout, dlse, q, k, v, out, lse, kpm, plans, scale: float):
                    qp.entries.shape[1], qc[9], qc[10], qc[11], has_kpm, i > 0, qc[12])
         if kp is not None:
             launch(kern._dkdv_kernel, (tk, b * h), _launch_opts("dkdv", dev),
-                   q, k, v, dout, lse, delta, dk_dst, dv_dst, acc_k, acc_v, kpm_t, kp.tiles,
-                   kp.order, kp.rowptr, kp.entries, kplan.masks, scale * kern.LOG2E, scale,
-                   *kc[:9], h, n, d, tk, kp.entries.shape[1], kc[9], kc[10], kc[11], has_kpm,
-                   kv_seed, kc[12])
+                   q, k, v, dout, lse, delta, dk_dst, dv_dst, acc_k, acc_v, kpm_t, dq_acc,
+                   kp.tiles, kp.order, kp.rowptr, kp.entries, kplan.masks, scale * kern.LOG2E,
+                   scale, *kc[:9], h, n, d, tk, kp.entries.shape[1], kc[9], kc[10], kc[11],
+                   has_kpm, kv_seed, kc[12], atomic)
+    if atomic:
+        return dq_acc.to(q.dtype), dk, dv
     return dq, dk, dv
 
 

@@ -11,7 +11,9 @@ loaded; key padding is applied element-wise. Scores run in the log2 domain
 A forward pass may start from an earlier pass's (output, log-sum-exp): that is how parts computed
 over different tilings (the strided column factor in the transposed view, then the row factor in
 token order) merge without an extra kernel. Backward passes accumulate into float32 scratch in the
-same way. Every program writes only its own tile, so results are deterministic (no atomics).
+same way. Every program writes only its own tile, so results are deterministic (no atomics),
+except in the opt-in one-pass backward (``ATOMIC_DQ``), where the dk/dv programs also add their
+share of dq to a float32 buffer with atomic adds.
 
 Rows with no allowed key keep m = -inf and l = 0: they output zeros, a log-sum-exp of -inf, and
 (because the backward maps -inf to +inf before exp2) zero gradients.
@@ -224,10 +226,12 @@ def _dq_tile(pid, Q, K, V, DO, LSE, DELTA, DQ, SEED_DQ, KPM,
 
 
 @triton.jit
-def _dkdv_step(k, v, kpad, dk, dv, Q, DO, LSE, DELTA, b, h, H, qpos, mid, MASKS, sqb, sqh, sqn,
-               N, D, qk_scale, offs, offs_d, dmask, BLOCK: tl.constexpr, MASKED: tl.constexpr,
-               HAS_KPM: tl.constexpr, DOT_PREC: tl.constexpr):
-    """dk and dv from one query tile (scores held transposed: keys x queries)."""
+def _dkdv_step(k, v, kpad, dk, dv, Q, DO, LSE, DELTA, DQACC, b, h, H, qpos, mid, MASKS, sqb, sqh,
+               sqn, N, D, qk_scale, sm_scale, offs, offs_d, dmask, BLOCK: tl.constexpr,
+               MASKED: tl.constexpr, HAS_KPM: tl.constexpr, DOT_PREC: tl.constexpr,
+               ATOMIC_DQ: tl.constexpr):
+    """dk and dv from one query tile (scores held transposed: keys x queries). With
+    ``ATOMIC_DQ`` this tile's share of dq is added to the float32 ``DQACC`` too (one pass)."""
     qin = qpos < N
     qm = qin[:, None] & dmask[None, :]
     row = (b * H + h) * N + qpos
@@ -244,17 +248,21 @@ def _dkdv_step(k, v, kpad, dk, dv, Q, DO, LSE, DELTA, b, h, H, qpos, mid, MASKS,
     dv += tl.dot(pt.to(do.dtype), do, input_precision=DOT_PREC)
     dpt = tl.dot(v, tl.trans(do), input_precision=DOT_PREC)
     dst = pt * (dpt - delta[None, :])
-    dk += tl.dot(dst.to(q.dtype), q, input_precision=DOT_PREC)
+    dst = dst.to(q.dtype)
+    dk += tl.dot(dst, q, input_precision=DOT_PREC)
+    if ATOMIC_DQ:
+        dqp = tl.dot(tl.trans(dst), k, input_precision=DOT_PREC) * sm_scale
+        tl.atomic_add(DQACC + row[:, None] * D + offs_d[None, :], dqp, mask=qm, sem="relaxed")
     return dk, dv
 
 
 @triton.jit
-def _dkdv_tile(pid, Q, K, V, DO, LSE, DELTA, DK, DV, SEED_DK, SEED_DV, KPM,
+def _dkdv_tile(pid, Q, K, V, DO, LSE, DELTA, DK, DV, SEED_DK, SEED_DV, KPM, DQACC,
                TILES, ORDER, ROWPTR, ENT, MASKS,
                qk_scale, sm_scale, sqb, sqh, sqn, skb, skh, skn, svb, svh, svn,
                H, N, D, T, E, HP_MUL,
                BLOCK: tl.constexpr, BLOCK_D: tl.constexpr, HAS_KPM: tl.constexpr,
-               HAS_SEED: tl.constexpr, DOT_PREC: tl.constexpr):
+               HAS_SEED: tl.constexpr, DOT_PREC: tl.constexpr, ATOMIC_DQ: tl.constexpr):
     bh = tl.program_id(1)
     b = bh // H
     h = bh % H
@@ -283,15 +291,15 @@ def _dkdv_tile(pid, Q, K, V, DO, LSE, DELTA, DK, DV, SEED_DK, SEED_DV, KPM,
         start, seg, jump, step, count, mid = _run(base, r)
         pat = _pattern(seg, jump, offs)
         if mid >= 0:
-            dk, dv = _dkdv_step(k, v, kpad, dk, dv, Q, DO, LSE, DELTA, b, h, H, start + pat, mid,
-                                MASKS, sqb, sqh, sqn, N, D, qk_scale, offs, offs_d, dmask, BLOCK,
-                                True, HAS_KPM, DOT_PREC)
+            dk, dv = _dkdv_step(k, v, kpad, dk, dv, Q, DO, LSE, DELTA, DQACC, b, h, H,
+                                start + pat, mid, MASKS, sqb, sqh, sqn, N, D, qk_scale, sm_scale,
+                                offs, offs_d, dmask, BLOCK, True, HAS_KPM, DOT_PREC, ATOMIC_DQ)
         else:
             for j in range(count):
-                dk, dv = _dkdv_step(k, v, kpad, dk, dv, Q, DO, LSE, DELTA, b, h, H,
+                dk, dv = _dkdv_step(k, v, kpad, dk, dv, Q, DO, LSE, DELTA, DQACC, b, h, H,
                                     start + j * step + pat, mid, MASKS, sqb, sqh, sqn, N, D,
-                                    qk_scale, offs, offs_d, dmask, BLOCK, False, HAS_KPM,
-                                    DOT_PREC)
+                                    qk_scale, sm_scale, offs, offs_d, dmask, BLOCK, False,
+                                    HAS_KPM, DOT_PREC, ATOMIC_DQ)
     dk = dk * sm_scale
     if HAS_SEED:
         dk += tl.load(SEED_DK + krow[:, None] * D + offs_d[None, :], mask=km, other=0.0)
@@ -314,10 +322,10 @@ def _bwd_kernel(Q, K, V, DO, LSE, DELTA, DQ, SEED_DQ, DK, DV, SEED_DK, SEED_DV, 
                  MASKS, qk_scale, sm_scale, sqb, sqh, sqn, skb, skh, skn, svb, svh, svn,
                  H, N, D, TQ, EQ, HP_MUL, BLOCK, BLOCK_D, HAS_KPM, DQ_SEED, DOT_PREC)
     else:
-        _dkdv_tile(pid - TQ, Q, K, V, DO, LSE, DELTA, DK, DV, SEED_DK, SEED_DV, KPM, KTILES,
-                   KORDER, KROWPTR, KENT, MASKS, qk_scale, sm_scale, sqb, sqh, sqn, skb, skh,
-                   skn, svb, svh, svn, H, N, D, TK, EK, HP_MUL, BLOCK, BLOCK_D, HAS_KPM,
-                   KV_SEED, DOT_PREC)
+        _dkdv_tile(pid - TQ, Q, K, V, DO, LSE, DELTA, DK, DV, SEED_DK, SEED_DV, KPM, DQ,
+                   KTILES, KORDER, KROWPTR, KENT, MASKS, qk_scale, sm_scale, sqb, sqh, sqn, skb,
+                   skh, skn, svb, svh, svn, H, N, D, TK, EK, HP_MUL, BLOCK, BLOCK_D, HAS_KPM,
+                   KV_SEED, DOT_PREC, False)
 
 
 @triton.jit
@@ -333,14 +341,16 @@ def _dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, SEED_DQ, KPM, TILES, ORDER, ROWPTR, 
 
 
 @triton.jit
-def _dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, SEED_DK, SEED_DV, KPM,
+def _dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, SEED_DK, SEED_DV, KPM, DQACC,
                  TILES, ORDER, ROWPTR, ENT, MASKS,
                  qk_scale, sm_scale, sqb, sqh, sqn, skb, skh, skn, svb, svh, svn,
                  H, N, D, T, E, HP_MUL,
                  BLOCK: tl.constexpr, BLOCK_D: tl.constexpr, HAS_KPM: tl.constexpr,
-                 HAS_SEED: tl.constexpr, DOT_PREC: tl.constexpr):
-    """dk and dv alone (see ``_dq_kernel``)."""
-    _dkdv_tile(tl.program_id(0), Q, K, V, DO, LSE, DELTA, DK, DV, SEED_DK, SEED_DV, KPM, TILES,
-               ORDER, ROWPTR, ENT, MASKS, qk_scale, sm_scale, sqb, sqh, sqn, skb, skh, skn,
-               svb, svh, svn, H, N, D, T, E, HP_MUL, BLOCK, BLOCK_D, HAS_KPM, HAS_SEED,
-               DOT_PREC)
+                 HAS_SEED: tl.constexpr, DOT_PREC: tl.constexpr, ATOMIC_DQ: tl.constexpr):
+    """dk and dv alone (see ``_dq_kernel``); with ``ATOMIC_DQ`` also dq, added atomically to
+    the float32 ``DQACC`` (the one-pass backward: five matmuls per tile pair instead of seven,
+    in an order that varies from run to run)."""
+    _dkdv_tile(tl.program_id(0), Q, K, V, DO, LSE, DELTA, DK, DV, SEED_DK, SEED_DV, KPM, DQACC,
+               TILES, ORDER, ROWPTR, ENT, MASKS, qk_scale, sm_scale, sqb, sqh, sqn, skb, skh,
+               skn, svb, svh, svn, H, N, D, T, E, HP_MUL, BLOCK, BLOCK_D, HAS_KPM, HAS_SEED,
+               DOT_PREC, ATOMIC_DQ)
