@@ -98,3 +98,16 @@ def test_pattern_command_draws_presets(tmp_path, capsys):
     assert "Global" not in capsys.readouterr().out
     with pytest.raises(SystemExit, match="global_tokens"):
         main(["pattern", "--pattern", "longformer", "--global-tokens", "2,2", "--out", str(png)])
+
+
+def test_patterns_by_name_are_the_config_spec():
+    """``patterns.build_pattern`` and ``patterns.PATTERN_KINDS`` are the one spec configs and the
+    command line read (no second list of kinds)."""
+    from sparse_transformer.models import pattern_spec
+
+    assert P.build_pattern is pattern_spec.build_pattern
+    assert P.PATTERN_KINDS == pattern_spec.PATTERN_KINDS
+    assert P.build_pattern("local+global", window=4, global_tokens=(0,)) == \
+        P.Local(4) | P.Global((0,))
+    with pytest.raises(AttributeError):
+        P.no_such_name  # noqa: B018

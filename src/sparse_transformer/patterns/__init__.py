@@ -11,7 +11,7 @@ from .layout import (BlockLayout, active_tiles, block_layout, candidate_blocks, 
                      dense_mask)
 from .local import Local
 from .per_head import PerHead
-from .presets import PATTERN_KINDS, bigbird, build_pattern, longformer
+from .presets import bigbird, longformer
 from .random import Random
 from .strided import Column, Strided
 from .structure import Structure
@@ -23,3 +23,14 @@ __all__ = [
     "count_pairs", "dense_mask",
     "PATTERN_KINDS", "bigbird", "longformer", "build_pattern", "Structure",
 ]
+
+
+def __getattr__(name):
+    # Patterns by name: one spec for configs, the command line and Python (``"local+global"``,
+    # ``"strided,local"``), defined in ``models/pattern_spec.py`` (which imports this package,
+    # hence the lazy lookup).
+    if name in ("build_pattern", "PATTERN_KINDS"):
+        from ..models import pattern_spec
+
+        return getattr(pattern_spec, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -9,21 +9,15 @@
   strided reads ``|i - j| <= l`` or ``(i - j) mod l == 0`` on both sides; fixed reads the query's
   own block and the summary positions of every block, earlier or later.
 
-``build_pattern(kind, ...)`` turns a kind from ``PATTERN_KINDS`` and its parameters into the
-pattern, so configs and the command line reach every preset by name.
+Every preset and pattern class is also reachable by name (``patterns.build_pattern("bigbird",
+window=64)``, ``model.pattern=bigbird``): see ``models/pattern_spec.py``.
 """
 from __future__ import annotations
 
 from .base import Pattern, check_positive_int
-from .dense import Dense
-from .fixed import Fixed
 from .global_ import Global
 from .local import Local
 from .random import Random
-from .strided import Strided
-
-PATTERN_KINDS = ("strided", "fixed", "local", "dense", "bigbird", "longformer")
-
 
 def bigbird(window: int, global_tokens: int | tuple[int, ...] = 1, random_blocks: int = 2,
             block_size: int = 64, seed: int = 0) -> Pattern:
@@ -58,27 +52,3 @@ def _union(parts: list[Pattern]) -> Pattern:
     for p in parts[1:]:
         out = out | p
     return out
-
-
-def build_pattern(kind: str, *, stride: int = 32, summary: int = 8, distinct_heads: bool = False,
-                  window: int = 128, global_tokens: tuple[int, ...] = (0,), random_blocks: int = 2,
-                  random_block_size: int = 64, seed: int = 0) -> Pattern:
-    """The pattern of ``kind`` (one of ``PATTERN_KINDS``) from the parameters it reads.
-
-    strided: stride; fixed: stride, summary, distinct_heads; local: window; dense: none;
-    bigbird: window, global_tokens (positions), random_blocks, random_block_size, seed;
-    longformer: window, global_tokens (positions).
-    """
-    if kind == "strided":
-        return Strided(stride)
-    if kind == "fixed":
-        return Fixed(stride, summary, distinct_heads)
-    if kind == "local":
-        return Local(window)
-    if kind == "dense":
-        return Dense()
-    if kind == "bigbird":
-        return bigbird(window, tuple(global_tokens), random_blocks, random_block_size, seed)
-    if kind == "longformer":
-        return longformer(window, global_tokens)
-    raise ValueError(f"pattern must be one of {PATTERN_KINDS}, got {kind!r}")
