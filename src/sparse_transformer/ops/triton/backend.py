@@ -131,8 +131,9 @@ FUSE_BWD_BELOW = 10_000
 # atomic adds, so no dq pass recomputes the scores (five matmuls per computed tile pair instead of
 # seven). The order of the additions varies, so results are not bit-for-bit repeatable; off by
 # default (deterministic) until GPU measurements show where it pays (``benchmarks/gpu.py
-# --atomic-dq``). Small fused backwards (``FUSE_BWD_BELOW``) keep their two roles.
-ATOMIC_DQ = False
+# --atomic-dq``; ``SPARSE_TRANSFORMER_ATOMIC_DQ=1`` turns it on for a whole run). Small fused
+# backwards (``FUSE_BWD_BELOW``) keep their two roles.
+ATOMIC_DQ = os.environ.get("SPARSE_TRANSFORMER_ATOMIC_DQ", "0") == "1"
 
 
 def _role_block(role: str, device: torch.device, block: int | None) -> int:
