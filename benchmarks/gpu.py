@@ -200,8 +200,8 @@ def main(argv=None):
                          "(default 64) at the first --n")
     ap.add_argument("--profile", action="store_true", help="profile a small case and exit")
     ap.add_argument("--atomic-dq", action="store_true",
-                    help="also time the one-pass backward (dq added atomically, "
-                         "triton backend ATOMIC_DQ) beside the default")
+                    help="also time the one-pass backward (dq added atomically) and the "
+                         "two-pass one, each forced (triton backend ATOMIC_DQ), beside the default")
     args = ap.parse_args(argv)
     import triton
 
@@ -235,12 +235,14 @@ def main(argv=None):
                 ours = lambda q, k, v, pat=pat: tb.triton_attention(q, k, v, pat)  # noqa: E731
                 run_case(rows, name, "triton", n, h, d, pairs, ours, q, k, v)
                 rows[-1].update(plan_build_s=build, pairs_computed=plan.pairs_computed)
-                if args.atomic_dq:  # the one-pass backward beside the two-pass default
-                    tb.ATOMIC_DQ = True
+                if args.atomic_dq:  # the default ("auto") beside both fixed choices
+                    before = tb.ATOMIC_DQ
                     try:
-                        run_case(rows, name, "triton_atomic_dq", n, h, d, pairs, ours, q, k, v)
+                        for mode, kind in ((True, "triton_atomic_dq"), (False, "triton_two_pass")):
+                            tb.ATOMIC_DQ = mode
+                            run_case(rows, name, kind, n, h, d, pairs, ours, q, k, v)
                     finally:
-                        tb.ATOMIC_DQ = False
+                        tb.ATOMIC_DQ = before
                 if not args.no_flex:
                     try:
                         fl = flex_token_order(pat, n, dev)
@@ -265,12 +267,13 @@ def summary(rows):
     print("\npattern          n      d   | ours fwd ms  f+b ms  TF/s(f+b) %dense | dense f+b ms | "
           "flex f+b ms  speedup | graph f+b: ours  dense")
     for r in rows:
-        if r["impl"] not in ("triton", "triton_atomic_dq") or "error" in r:
+        if r["impl"] not in ("triton", "triton_atomic_dq", "triton_two_pass") or "error" in r:
             continue
         dn = dense.get((r["n"], r["d"]))
         fx = flex.get((r["pattern"], r["n"], r["d"]))
         pct = 100 * r["fwdbwd_tflops"] / dn["fwdbwd_tflops"] if dn else float("nan")
-        name = r["pattern"] + ("+atomic" if r["impl"] == "triton_atomic_dq" else "")
+        name = r["pattern"] + {"triton_atomic_dq": "+atomic",
+                                "triton_two_pass": "+two-pass"}.get(r["impl"], "")
         print(f"{name:15s} {r['n']:6d} {r['d']:4d} | {r['fwd_ms']:10.3f} {r['fwdbwd_ms']:7.3f}"
               f" {r['fwdbwd_tflops']:8.1f} {pct:6.0f}% | "
               f"{dn['fwdbwd_ms'] if dn else float('nan'):11.3f} | "

@@ -407,3 +407,27 @@ def test_direct_launch_cache(monkeypatch):
     tb.launch(bad, (1,), {}, x, 3, 16)
     tb.launch(bad, (1,), {}, x, 3, 16)  # the direct call fails: launched the regular way
     assert [c[0] for c in calls] == ["bound", "bound"] and tb.FAST_LAUNCH is False
+
+
+def test_atomic_dq_policy(monkeypatch):
+    """"auto" adds dq atomically only for plans of several passes (strided's two tilings, where
+    it was measured faster); forced on or off by ATOMIC_DQ, and off under PyTorch's
+    deterministic mode."""
+    from sparse_transformer.ops.triton import backend as tb
+
+    _, strided = get_plan(P.Strided(8), 64, 1, True, "cpu", 16)
+    _, fixed = get_plan(P.Fixed(8, 2), 64, 1, True, "cpu", 16)
+    assert len(strided.fwd) > 1 and len(fixed.fwd) == 1
+    monkeypatch.setattr(tb, "ATOMIC_DQ", "auto")
+    assert tb._atomic_dq(strided) and not tb._atomic_dq(fixed)
+    monkeypatch.setattr(tb, "ATOMIC_DQ", True)
+    assert tb._atomic_dq(fixed)
+    monkeypatch.setattr(tb, "ATOMIC_DQ", False)
+    assert not tb._atomic_dq(strided)
+    monkeypatch.setattr(tb, "ATOMIC_DQ", "auto")
+    prev = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        assert not tb._atomic_dq(strided)
+    finally:
+        torch.use_deterministic_algorithms(prev)

@@ -129,11 +129,21 @@ TUNING = {
 FUSE_BWD_BELOW = 10_000
 # The one-pass backward: the dk/dv programs also compute dq and add it to a float32 buffer with
 # atomic adds, so no dq pass recomputes the scores (five matmuls per computed tile pair instead of
-# seven). The order of the additions varies, so results are not bit-for-bit repeatable; off by
-# default (deterministic) until GPU measurements show where it pays (``benchmarks/gpu.py
-# --atomic-dq``; ``SPARSE_TRANSFORMER_ATOMIC_DQ=1`` turns it on for a whole run). Small fused
-# backwards (``FUSE_BWD_BELOW``) keep their two roles.
-ATOMIC_DQ = os.environ.get("SPARSE_TRANSFORMER_ATOMIC_DQ", "0") == "1"
+# seven). The order of the additions varies, so results are not bit-for-bit repeatable.
+# "auto" (the default) takes it where it was measured faster: plans of several passes (strided's
+# two tilings: 6-20% less forward+backward time on an H100 at n = 16K and 64K, d = 64), and not
+# single-pass plans (fixed 7-10% slower, local 1-3% slower; docs/benchmarks.md). True: always;
+# False: never (deterministic). ``torch.use_deterministic_algorithms(True)`` also turns it off.
+# ``SPARSE_TRANSFORMER_ATOMIC_DQ`` = auto | 1 | 0 sets it for a run. Small fused backwards
+# (``FUSE_BWD_BELOW``) keep their two roles.
+ATOMIC_DQ: "bool | str" = {"1": True, "0": False}.get(
+    os.environ.get("SPARSE_TRANSFORMER_ATOMIC_DQ", "auto"), "auto")
+
+
+def _atomic_dq(qplan: TritonPlan) -> bool:
+    if torch.are_deterministic_algorithms_enabled() or ATOMIC_DQ is False:
+        return False
+    return ATOMIC_DQ is True or len(qplan.fwd) > 1
 
 
 def _role_block(role: str, device: torch.device, block: int | None) -> int:
@@ -252,7 +262,7 @@ def _backward(dout, dlse, q, k, v, out, lse, kpm, plans, scale: float):
     # roles use the same plan. Large ones run them as two kernels, each compiled for its role.
     fuse = (qplan is kplan and FUSE_BWD_BELOW is not None
             and qplan.tiles_computed * b * h < FUSE_BWD_BELOW)
-    atomic = ATOMIC_DQ and not fuse
+    atomic = not fuse and _atomic_dq(qplan)
     if atomic:  # dq from the key-major passes alone, added up in float32
         qpasses = ()
         dq = acc_q = dq_acc = torch.zeros(b, h, n, d, dtype=torch.float32, device=dev)
