@@ -27,6 +27,7 @@ import dataclasses
 import gc
 import json
 import os
+import subprocess
 import sys
 import time
 
@@ -139,6 +140,31 @@ def print_table(rows: list[dict]) -> None:
               f"{sp} | {r['warmup_s']:.0f} |", flush=True)
 
 
+ROW = "ROW "
+
+
+def run_case(preset: str, pattern: str, variant: str, args) -> dict:
+    try:
+        return measure(preset, pattern, variant, args)
+    except Exception as e:  # a failed case is a row, not a lost run
+        reset("cpu" if args.cpu else "cuda")
+        return dict(preset=preset, pattern=pattern, variant=variant,
+                    error=f"{type(e).__name__}: {e}")
+
+
+def run_isolated(preset: str, pattern: str, variant: str, argv) -> dict:
+    """One case in a fresh process (same arguments, ``--case`` picks it)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    cmd = [sys.executable, os.path.abspath(__file__), *argv, "--out", "",
+           "--case", f"{preset},{variant},{pattern}"]
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    rows = [ln[len(ROW):] for ln in p.stdout.splitlines() if ln.startswith(ROW)]
+    if p.returncode != 0 or not rows:
+        return dict(preset=preset, pattern=pattern, variant=variant,
+                    error=f"case process exited {p.returncode}: {p.stderr.strip()[-300:]}")
+    return json.loads(rows[-1])
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--presets", default="enwik8,enwik8-small")
@@ -151,6 +177,10 @@ def main(argv=None) -> int:
     ap.add_argument("--peak-tflops", type=float, default=790.0)
     ap.add_argument("--cpu", action="store_true", help="small shapes on the CPU (for CI)")
     ap.add_argument("--out", default=os.environ.get("OUT", ""), help="folder for train_speed.json")
+    ap.add_argument("--isolate", action=argparse.BooleanOptionalAction, default=None,
+                    help="run each case in its own process (default: on a GPU). In one process "
+                         "the third compiled case measured ran slow whatever its pattern")
+    ap.add_argument("--case", default="", help=argparse.SUPPRESS)  # PRESET,VARIANT,PATTERN: one
     args = ap.parse_args(argv)
     args.batch = {k: int(v) for k, v in (kv.split("=") for kv in args.batch.split(",") if kv)}
     args.model = {}
@@ -169,16 +199,19 @@ def main(argv=None) -> int:
 
     print(f"device {dev} | torch {torch.__version__} | triton {triton.__version__} | "
           f"cuda {torch.version.cuda} | steps {args.steps} after {args.warmup} warm-up")
+    if args.case:  # a child of an isolated run: one case, its row on the last line
+        preset, variant, pattern = args.case.split(",")
+        print(ROW + json.dumps(run_case(preset, pattern, variant, args)), flush=True)
+        return 0
+    isolate = (not args.cpu) if args.isolate is None else args.isolate
     rows = []
     for preset in args.presets.split(","):
         for variant in args.variants.split(","):
             for pattern in args.patterns.split(","):
-                try:
-                    rows.append(measure(preset, pattern, variant, args))
-                except Exception as e:  # a failed case is a row, not a lost run
-                    rows.append(dict(preset=preset, pattern=pattern, variant=variant,
-                                     error=f"{type(e).__name__}: {e}"))
-                    reset("cpu" if args.cpu else "cuda")
+                if isolate:
+                    rows.append(run_isolated(preset, pattern, variant, argv))
+                else:
+                    rows.append(run_case(preset, pattern, variant, args))
                 print(json.dumps(rows[-1]), flush=True)
     print_table(rows)
     if args.out:
