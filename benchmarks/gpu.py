@@ -253,6 +253,9 @@ def main(argv=None):
             del q, k, v
             torch.cuda.empty_cache()
     summary(rows)
+    # Direct launches switch themselves off for the whole process if a compiled kernel's call
+    # fails; eager times are then host-bound (kernel[grid] binding on every launch).
+    print(f"direct launches: {'on' if tb.FAST_LAUNCH else 'OFF'} at the end of the run", flush=True)
     out = os.environ.get("OUT")
     if out:
         with open(os.path.join(out, "gpu_bench.json"), "w") as f:
