@@ -65,10 +65,10 @@ def _demo() -> RunConfig:
     # Chosen by benchmarks/demo_sweep.py and full-schedule runs (docs/results.md): many small
     # steps beat few large ones in three CPU minutes, and at context 128 Strided(32) (a 32-byte
     # window and every 32nd byte before it: 4 strides) learns within 0.03 bits/byte of dense
-    # attention, where Fixed(16, 4) and Strided(16) stay 0.2 bits behind. About 0.065 s a step
+    # attention, where Fixed(16, 4) and Strided(16) stay 0.2 bits behind. About 0.061 s a step
     # on a quiet 2-core CPU with 2 threads (attention runs as a masked dense product there, see
-    # ops/crossover_cpu.json), so 2,700 steps train in about 175 s; the time limit stops a slower
-    # machine at four minutes. Made for the embedded corpus (4.6 MB of training bytes): the
+    # ops/crossover_cpu.json; fused AdamW), so 2,800 steps train in about 172 s; the time limit
+    # stops a slower machine at four minutes. Made for the embedded corpus (4.6 MB of training bytes): the
     # schedule reads 2.8 MB, about 0.6 of a pass, so no dropout.
     return RunConfig(
         model=ModelConfig(seq_len=128, d_model=128, n_layers=4, n_heads=4, pattern="strided",
