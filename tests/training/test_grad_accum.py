@@ -70,3 +70,35 @@ def test_accumulated_gradient_is_the_mean_over_the_whole_batch(tmp_path):
         grads.append([p.grad.clone() for p in tr.model.parameters()])
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-7)
+
+
+def test_ddp_reduces_gradients_once_per_step_not_per_micro_batch():
+    """Under DDP, micro-batches before the last run inside ``no_sync``: one all-reduce of the
+    gradient buckets per optimizer step, whatever grad_accum is (counted with a comm hook, one
+    gloo process)."""
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    store = dist.HashStore()
+    dist.init_process_group("gloo", store=store, rank=0, world_size=1)
+    try:
+        model = DDP(torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Linear(8, 1)))
+        calls = []
+
+        def hook(state, bucket):
+            calls.append(bucket.index())
+            fut = torch.futures.Future()
+            fut.set_result(bucket.buffer())
+            return fut
+
+        model.register_comm_hook(None, hook)
+        holder = type("T", (), {"train_model": model})()
+        x = torch.randn(4, 8)
+        for accum in (1, 4):
+            calls.clear()
+            for i in range(accum):
+                with Trainer._sync_gradients(holder, i == accum - 1):
+                    model(x[i:i + 1]).sum().backward()
+            assert len(calls) == len(set(calls)) >= 1, (accum, calls)  # each bucket once
+    finally:
+        dist.destroy_process_group()
