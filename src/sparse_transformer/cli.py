@@ -155,8 +155,9 @@ def cmd_train(args) -> int:
         return 1
     trainer.consolidate()  # fsdp: the whole model onto rank 0 (every rank takes part)
     if not trainer.dist.is_main:  # under torchrun, rank 0 alone evaluates, samples and draws
-        dist_utils.cleanup(trainer.dist)
+        dist_utils.leave(trainer.dist)  # after a barrier with rank 0; exits this process
         return 0
+    dist_utils.barrier(trainer.dist)  # rank 0's side of that barrier
     note = " (time limit reached)" if info["stopped_by"] == "time_limit" else ""
     print(f"trained {info['steps']} steps in {info['elapsed_s']:.0f} s{note}")
     report = {"steps": info["steps"], "elapsed_s": info["elapsed_s"]}
@@ -193,6 +194,7 @@ def cmd_train(args) -> int:
 
         print(f"training curves: {save_training_curves(out, out / 'curves.png', str(out))}")
     ckpt.atomic_write_text(out / "summary.json", json.dumps(report, indent=1))
+    dist_utils.cleanup(trainer.dist)
     return 0
 
 

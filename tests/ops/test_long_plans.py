@@ -146,6 +146,7 @@ def test_plan_at_a_million_positions_is_fast_and_small(pattern, most_tiles):
     # Measured on 2 shared CPU cores: Strided and Local about 1 s, Fixed(128, 32) about 2 s,
     # the BigBird-style pattern about 8 s, each under 200 MB above the interpreter's start
     # (before: Strided 81 s and 2 GB; BigBird 68 s at n = 2^16, Fixed 6 s and 1.5 GB at 2^17,
-    # both quadratic).
-    assert got["s"] < 30 and got["grew_mb"] < 600, got
+    # both quadratic: hours at 2^20). The time bound leaves room for a loaded CI machine (one
+    # BigBird build took 31 s there).
+    assert got["s"] < 90 and got["grew_mb"] < 600, got
     assert got["tiles"] <= most_tiles

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -148,3 +149,18 @@ def barrier(info: DistInfo) -> None:
 def cleanup(info: DistInfo) -> None:
     if info.enabled and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def leave(info: DistInfo, code: int = 0) -> None:
+    """End a rank that has nothing left to do while rank 0 goes on alone: after a barrier (no
+    collective of this rank is still queued), destroy the process group and exit with ``code``
+    without the interpreter's teardown. Gloo's worker threads could otherwise be torn down
+    during that teardown and abort the process (SIGABRT) after a run that succeeded."""
+    if not info.enabled:
+        return
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
