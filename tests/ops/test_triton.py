@@ -327,12 +327,19 @@ def test_runs_group_affine_full_tiles():
 
 
 def test_launch_keys_separate_specialisations():
-    """The direct-launch cache never lets two different constexpr values share a kernel."""
-    from sparse_transformer.ops.triton.backend import _spec
+    """The direct-launch cache never lets two different constexpr values, dtypes or alignments
+    share a kernel; tensors of the same dtype and alignment, and float scalars, do share one."""
+    from sparse_transformer.ops.triton.backend import _launch_key
 
-    assert _spec(64) != _spec(128) and _spec("ieee") != _spec("tf32")
-    assert _spec(True) != _spec(False)
-    assert _spec(torch.zeros(4, dtype=torch.float16)) != _spec(torch.zeros(4))
+    x, y = torch.zeros(8), torch.zeros(8)
+    key = lambda tensors, ints: _launch_key("k", (("num_warps", 4),), tensors, ints)  # noqa: E731
+    assert key((x,), (64, "ieee", True)) == key((y,), (64, "ieee", True))
+    for other in [(128, "ieee", True), (64, "tf32", True), (64, "ieee", False)]:
+        assert key((x,), (64, "ieee", True)) != key((x,), other)
+    assert key((x,), (1,)) != key((x.half(),), (1,))  # dtype
+    assert key((x,), (1,)) != key((x[1:],), (1,))  # 4 bytes past a 16-byte boundary
+    assert _launch_key("k", (("num_warps", 4),), (x,), ()) != _launch_key(
+        "k", (("num_warps", 8),), (x,), ())
 
 
 @gpu
@@ -395,17 +402,17 @@ def test_direct_launch_cache(monkeypatch):
     monkeypatch.setattr(tb, "FAST_LAUNCH", True)
     monkeypatch.setattr(tb, "_COMPILED", {})
     kern, x = Kernel(), torch.zeros(4)
-    tb.launch(kern, (3, 2), {}, x, 10, 64)
-    tb.launch(kern, (5, 2), {}, x, 10, 64)
-    tb.launch(kern, (5, 2), {}, x, 10, 128)       # another constexpr value
-    tb.launch(kern, (5, 2), {}, x.half(), 10, 64)  # another dtype
+    tb.launch(kern, (3, 2), (), (x,), (), (10, 64))
+    tb.launch(kern, (5, 2), (), (x,), (), (10, 64))
+    tb.launch(kern, (5, 2), (), (x,), (), (10, 128))       # another constexpr value
+    tb.launch(kern, (5, 2), (), (x.half(),), (), (10, 64))  # another dtype
     assert [c[0] for c in calls] == ["bound", "direct", "bound", "bound"]
     assert calls[1][1] == (5, 2, 1)
     bad = Kernel()
     bad.fail = True
     calls.clear()
-    tb.launch(bad, (1,), {}, x, 3, 16)
-    tb.launch(bad, (1,), {}, x, 3, 16)  # the direct call fails: launched the regular way
+    tb.launch(bad, (1,), (), (x,), (), (3, 16))
+    tb.launch(bad, (1,), (), (x,), (), (3, 16))  # the direct call fails: launched the regular way
     assert [c[0] for c in calls] == ["bound", "bound"] and tb.FAST_LAUNCH is False
 
 

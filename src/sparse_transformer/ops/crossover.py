@@ -74,11 +74,20 @@ def lookup(table: dict, kind: str, n: int, head_dim: int, dtype,
     return best
 
 
+_MEMO = "_answers"  # a key of a loaded table (never in its file): the answers of ``lookup``
+_MISSING = object()
+
+
 def pick(kind: str, n: int, head_dim: int, dtype, available, masked_max_n: int,
          batch_heads: int | None = None, device_type: str = "cuda") -> str | None:
     """The backend to run, or None to use the built-in order. ``available``: the names that can
     run here; ``device_type``: "cuda" or "cpu", which table to read."""
-    choice = lookup(load_table(table_path(device_type)), kind, n, head_dim, dtype, batch_heads)
+    table = load_table(table_path(device_type))
+    # Every attention call of a model asks again: the answers are kept with the loaded table.
+    memo, key = table.setdefault(_MEMO, {}), (kind, n, head_dim, dtype, batch_heads)
+    choice = memo.get(key, _MISSING)
+    if choice is _MISSING:
+        choice = memo[key] = lookup(table, kind, n, head_dim, dtype, batch_heads)
     if choice is None:
         return None
     if choice == "sdpa-masked" and n > masked_max_n:

@@ -265,14 +265,21 @@ def sparse_attention(q, k, v, pattern: Pattern, causal: bool = True, key_padding
         return _empty_attention(q, k, v, return_lse)
     extra = dict(q_offset=q_offset, query_padding_mask=query_padding_mask)
     # Backends choose their own precision for the inputs' dtype (fp32 accumulation for half
-    # inputs); an enclosing autocast region must not recast their internal products.
-    with torch.autocast(q.device.type, enabled=False):
+    # inputs); an enclosing autocast region must not recast their internal products. (Entering
+    # a region costs a few microseconds a call, so only when autocast is on.)
+    with _no_autocast(q.device.type):
         if backend == "sdpa" or backend in GENERAL_BACKENDS:
             fn = _sdpa_dense if backend == "sdpa" else BACKENDS[backend]
             return fn(q, k, v, pattern, causal=causal, key_padding_mask=key_padding_mask,
                       scale=scale, return_lse=return_lse, **extra)
         return _square_call(BACKENDS[backend], q, k, v, pattern, causal, key_padding_mask,
                             scale, return_lse, **extra)
+
+
+def _no_autocast(device_type: str):
+    if torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type):
+        return torch.autocast(device_type, enabled=False)
+    return contextlib.nullcontext()
 
 
 def prepare_attention(pattern: Pattern, n: int, heads: int, causal: bool, device) -> None:

@@ -60,10 +60,16 @@ def is_available(device: torch.device | str | None = None) -> bool:
     return dev.type == "cpu" and interpreting()
 
 
-def _kernels():
-    from . import kernels
+_KERNELS = []
 
-    return kernels
+
+def _kernels():
+    """The kernels module (imported on first use: importing this file never needs Triton)."""
+    if not _KERNELS:
+        from . import kernels
+
+        _KERNELS.append(kernels)
+    return _KERNELS[0]
 
 
 def default_block(device: torch.device) -> int:
@@ -182,23 +188,28 @@ def prepare(pattern: Pattern, n: int, heads: int, causal: bool, device) -> None:
 _PLAN_SETS: LRUCache = LRUCache(CACHE_SIZES["plan_sets"])
 
 
-def _launch_opts(role: str, device: torch.device) -> dict:
+def _launch_opts(role: str, device: torch.device) -> tuple:
+    """Launch options of a kernel role as (name, value) pairs (none under the interpreter)."""
     if device.type == "cpu":
-        return {}
+        return ()
     t = TUNING[role]
-    return {"num_warps": t["num_warps"], "num_stages": t["num_stages"]}
+    return (("num_warps", t["num_warps"]), ("num_stages", t["num_stages"]))
 
 
 def _dot_prec(dtype) -> str:
     return "ieee" if dtype == torch.float32 else "tf32"
 
 
-def _common(plan: TritonPlan, q, k, v) -> tuple:
-    """The strides, (HP_MUL, BLOCK, BLOCK_D) and DOT_PREC arguments shared by every kernel."""
-    d = q.shape[-1]
-    return (q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
-            v.stride(0), v.stride(1), v.stride(2), 1 if plan.heads > 1 else 0, plan.block,
-            max(16, triton_next_pow2(d)), _dot_prec(q.dtype))
+def _strides(q, k, v) -> tuple:
+    """The batch, head and position strides of q, k and v, as every kernel takes them."""
+    sq, sk, sv = q.stride(), k.stride(), v.stride()
+    return sq[:3] + sk[:3] + sv[:3]
+
+
+def _tile_consts(plan: TritonPlan, d: int) -> tuple:
+    """(HP_MUL, BLOCK, BLOCK_D): whether the plan has a pattern per head, its tile size, and the
+    head dim padded to a power of two (at least 16)."""
+    return (1 if plan.heads > 1 else 0, plan.block, max(16, triton_next_pow2(d)))
 
 
 def triton_next_pow2(x: int) -> int:
@@ -219,14 +230,16 @@ def _forward(q, k, v, kpm, plan: TritonPlan, scale: float):
     kpm_t, has_kpm = _kpm_arg(kpm, lse)
     passes = plan.fwd
     scratch = torch.empty(b, h, n, d, dtype=torch.float32, device=q.device) if len(passes) > 1 else out
-    c = _common(plan, q, k, v)
+    strides, consts, prec = _strides(q, k, v), _tile_consts(plan, d), _dot_prec(q.dtype)
     opts = _launch_opts("fwd", q.device)
+    floats = (scale * kern.LOG2E,)
     for i, ps in enumerate(passes):
         dst = out if i == len(passes) - 1 else scratch
         launch(kern._fwd_kernel, (ps.num_tiles, b * h), opts,
-               q, k, v, dst, lse, scratch, lse, kpm_t, ps.tiles, ps.order, ps.rowptr, ps.entries,
-               plan.masks, scale * kern.LOG2E, *c[:9], h, n, d, ps.num_tiles,
-               ps.entries.shape[1], c[9], c[10], c[11], has_kpm, i > 0, c[12])
+               (q, k, v, dst, lse, scratch, lse, kpm_t, ps.tiles, ps.order, ps.rowptr,
+                ps.entries, plan.masks), floats,
+               strides + (h, n, d, ps.num_tiles, ps.entries.shape[1]) + consts
+               + (has_kpm, i > 0, prec))
     return out, lse
 
 
@@ -241,8 +254,9 @@ def _backward(dout, dlse, q, k, v, out, lse, kpm, plans, scale: float):
     delta = torch.empty(b, h, n, dtype=torch.float32, device=dev)
     total = b * h * n
     block_d = max(16, triton_next_pow2(d))
-    launch(kern._delta_kernel, (triton_cdiv(total, 64),), {}, out, dout,
-           dlse if dlse is not None else delta, delta, total, d, dlse is not None, 64, block_d)
+    launch(kern._delta_kernel, (triton_cdiv(total, 64),), (),
+           (out, dout, dlse if dlse is not None else delta, delta), (),
+           (total, d, dlse is not None, 64, block_d))
     kpm_t, has_kpm = _kpm_arg(kpm, delta)
     qpasses, kpasses = qplan.fwd, kplan.bwd
     # dk/dv: the last pass covers every key and writes the result; earlier passes accumulate in
@@ -257,7 +271,9 @@ def _backward(dout, dlse, q, k, v, out, lse, kpm, plans, scale: float):
         alloc = torch.empty if kpasses[0].covers_all else torch.zeros
         acc_k = alloc(b, h, n, d, dtype=torch.float32, device=dev)
         acc_v = alloc(b, h, n, d, dtype=torch.float32, device=dev)
-    qc, kc = _common(qplan, q, k, v), _common(kplan, q, k, v)
+    strides, prec = _strides(q, k, v), _dot_prec(q.dtype)
+    qconsts, kconsts = _tile_consts(qplan, d), _tile_consts(kplan, d)
+    floats = (scale * kern.LOG2E, scale)
     # Small problems are bound by launches: dq and dk/dv share one launch per pass when both
     # roles use the same plan. Large ones run them as two kernels, each compiled for its role.
     fuse = (qplan is kplan and FUSE_BWD_BELOW is not None
@@ -283,23 +299,24 @@ def _backward(dout, dlse, q, k, v, out, lse, kpm, plans, scale: float):
         if fuse:
             qp_, kp_ = qp or empty, kp or empty
             launch(kern._bwd_kernel, (tq + tk, b * h), _launch_opts("dq", dev),
-                   q, k, v, dout, lse, delta, dq_dst, acc_q, dk_dst, dv_dst, acc_k, acc_v, kpm_t,
-                   qp_.tiles, qp_.order, qp_.rowptr, qp_.entries,
-                   kp_.tiles, kp_.order, kp_.rowptr, kp_.entries, qplan.masks,
-                   scale * kern.LOG2E, scale, *qc[:9], h, n, d, tq, qp_.entries.shape[1], tk,
-                   kp_.entries.shape[1], qc[9], qc[10], qc[11], has_kpm, i > 0, kv_seed, qc[12])
+                   (q, k, v, dout, lse, delta, dq_dst, acc_q, dk_dst, dv_dst, acc_k, acc_v, kpm_t,
+                    qp_.tiles, qp_.order, qp_.rowptr, qp_.entries,
+                    kp_.tiles, kp_.order, kp_.rowptr, kp_.entries, qplan.masks), floats,
+                   strides + (h, n, d, tq, qp_.entries.shape[1], tk, kp_.entries.shape[1])
+                   + qconsts + (has_kpm, i > 0, kv_seed, prec))
             continue
         if qp is not None:
             launch(kern._dq_kernel, (tq, b * h), _launch_opts("dq", dev),
-                   q, k, v, dout, lse, delta, dq_dst, acc_q, kpm_t, qp.tiles, qp.order, qp.rowptr,
-                   qp.entries, qplan.masks, scale * kern.LOG2E, scale, *qc[:9], h, n, d, tq,
-                   qp.entries.shape[1], qc[9], qc[10], qc[11], has_kpm, i > 0, qc[12])
+                   (q, k, v, dout, lse, delta, dq_dst, acc_q, kpm_t, qp.tiles, qp.order,
+                    qp.rowptr, qp.entries, qplan.masks), floats,
+                   strides + (h, n, d, tq, qp.entries.shape[1]) + qconsts
+                   + (has_kpm, i > 0, prec))
         if kp is not None:
             launch(kern._dkdv_kernel, (tk, b * h), _launch_opts("dkdv", dev),
-                   q, k, v, dout, lse, delta, dk_dst, dv_dst, acc_k, acc_v, kpm_t, dq_acc,
-                   kp.tiles, kp.order, kp.rowptr, kp.entries, kplan.masks, scale * kern.LOG2E,
-                   scale, *kc[:9], h, n, d, tk, kp.entries.shape[1], kc[9], kc[10], kc[11],
-                   has_kpm, kv_seed, kc[12], atomic)
+                   (q, k, v, dout, lse, delta, dk_dst, dv_dst, acc_k, acc_v, kpm_t, dq_acc,
+                    kp.tiles, kp.order, kp.rowptr, kp.entries, kplan.masks), floats,
+                   strides + (h, n, d, tk, kp.entries.shape[1]) + kconsts
+                   + (has_kpm, kv_seed, prec, atomic))
     if atomic:
         return dq_acc.to(q.dtype), dk, dv
     return dq, dk, dv
@@ -321,40 +338,30 @@ _EMPTY: LRUCache = LRUCache(CACHE_SIZES["empty_passes"])  # device string -> Pas
 # -- launching --------------------------------------------------------------------------------
 # Triton's ``kernel[grid](...)`` binds and specialises every argument on each call (tens of
 # microseconds for kernels with this many arguments), which dominates small problems. After the
-# first launch we keep Triton's compiled kernel and call it directly, keyed by every argument:
-# tensors by dtype and 16-byte alignment (what Triton specialises them on), everything else
-# (ints, flags, constexprs) by value, so a key never covers two different specialisations. Off
-# under the interpreter and when the installed Triton has no compiled-kernel call.
+# first launch we keep Triton's compiled kernel and call it directly. Every kernel here takes its
+# pointers first, then its float scalars, then its integers, flags and constexprs, and ``launch``
+# takes them as those three groups. The cache key holds what Triton specialises on: each tensor's
+# dtype and 16-byte alignment (its address mod 16), every integer, flag and constexpr by value
+# (stricter than Triton, so a key never covers two specialisations); float scalars are never
+# specialised and stay out of it. Off under the interpreter and when the installed Triton has no
+# compiled-kernel call.
 FAST_LAUNCH = True
 _COMPILED: LRUCache = LRUCache(CACHE_SIZES["launches"])  # launch key -> compiled kernel
 
 
-_BY_VALUE = frozenset((int, bool, str, type(None)))
+def _launch_key(kernel, opts: tuple, tensors: tuple, ints: tuple) -> tuple:
+    return (kernel, tensors[0].device.index, opts,
+            tuple([(t.dtype, t.data_ptr() & 15) for t in tensors]), ints)
 
 
-def _spec(a):
-    if type(a) in _BY_VALUE:
-        return a
-    if isinstance(a, torch.Tensor):
-        return (a.dtype, a.data_ptr() % 16 == 0)
-    if isinstance(a, float):
-        return float
-    return a
-
-
-def _launch_key(kernel, opts: dict, args: tuple) -> tuple:
-    # The common kinds inline (this runs for every launch, dozens of arguments each).
-    by_value = _BY_VALUE
-    return (kernel, args[0].device.index, tuple(opts.items()),
-            tuple([a if type(a) in by_value else _spec(a) for a in args]))
-
-
-def launch(kernel, grid, opts: dict, *args):
-    """Launch ``kernel`` with every argument positional (constexprs included, in order)."""
+def launch(kernel, grid, opts: tuple, tensors: tuple, floats: tuple, ints: tuple):
+    """Launch ``kernel`` on ``grid`` with its arguments in the kernel's order: ``tensors`` (the
+    pointers), ``floats``, then ``ints`` (integers, flags and constexprs). ``opts``: launch
+    options as (name, value) pairs (``_launch_opts``)."""
+    args = tensors + floats + ints
     if not FAST_LAUNCH or interpreting():
-        names = kernel.arg_names
-        return kernel[grid](**dict(zip(names, args)), **opts)
-    key = _launch_key(kernel, opts, args)
+        return kernel[grid](**dict(zip(kernel.arg_names, args)), **dict(opts))
+    key = _launch_key(kernel, opts, tensors, ints)
     compiled = _COMPILED.get(key)
     if compiled is not None:
         try:
@@ -363,8 +370,7 @@ def launch(kernel, grid, opts: dict, *args):
         except (TypeError, AttributeError):  # a Triton whose compiled-kernel call differs
             _COMPILED.clear()
             globals()["FAST_LAUNCH"] = False
-    names = kernel.arg_names
-    compiled = kernel[grid](**dict(zip(names, args)), **opts)
+    compiled = kernel[grid](**dict(zip(kernel.arg_names, args)), **dict(opts))
     if hasattr(compiled, "__getitem__") and hasattr(compiled, "run"):
         _COMPILED[key] = compiled
 
