@@ -138,3 +138,15 @@ def test_cpu_auto_choice_matches_the_reference():
         res.append((out, *torch.autograd.grad(out.square().sum(), (q, k, v))))
     for a, b in zip(*res):
         torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-4)
+
+
+def test_pick_keeps_its_answers_in_a_bounded_memo(monkeypatch):
+    """pick answers as lookup does, from a memo kept with the loaded table, which never grows
+    past its bound."""
+    monkeypatch.setattr(crossover, "_MEMO_SIZE", 3)
+    table = crossover.load_table(str(crossover.TABLE))
+    everything = {"triton", "flex", "sdpa-masked", "blocked"}
+    for n in (512, 1024, 2048, 4096, 8192, 16384, 1024, 512):
+        got = crossover.pick("Strided", n, 64, torch.bfloat16, everything, 1 << 20)
+        assert got == crossover.lookup(table, "Strided", n, 64, torch.bfloat16)
+        assert len(table[crossover._MEMO]) <= 3

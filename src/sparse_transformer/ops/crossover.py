@@ -76,6 +76,7 @@ def lookup(table: dict, kind: str, n: int, head_dim: int, dtype,
 
 _MEMO = "_answers"  # a key of a loaded table (never in its file): the answers of ``lookup``
 _MISSING = object()
+_MEMO_SIZE = 4096
 
 
 def pick(kind: str, n: int, head_dim: int, dtype, available, masked_max_n: int,
@@ -87,6 +88,8 @@ def pick(kind: str, n: int, head_dim: int, dtype, available, masked_max_n: int,
     memo, key = table.setdefault(_MEMO, {}), (kind, n, head_dim, dtype, batch_heads)
     choice = memo.get(key, _MISSING)
     if choice is _MISSING:
+        if len(memo) >= _MEMO_SIZE:  # bounded: many distinct lengths start it afresh
+            memo.clear()
         choice = memo[key] = lookup(table, kind, n, head_dim, dtype, batch_heads)
     if choice is None:
         return None
