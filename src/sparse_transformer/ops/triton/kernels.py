@@ -4,7 +4,8 @@ Flash-style: each program owns one tile (``block`` positions, see ``plan.py``) o
 (batch, head) and walks the CSR list of runs the plan gives it, with an online softmax in the
 forward. A run is either one partial tile, which loads its deduplicated int8 mask, or a sequence
 of full tiles whose positions advance by a constant step: that inner loop has affine addresses
-and no mask arithmetic, so Triton pipelines its loads. Tiles the plan does not list are never
+and no mask arithmetic, so Triton pipelines its loads (a run of one full tile takes a plain step
+instead, without the pipelined loop's prologue and epilogue). Tiles the plan does not list are never
 loaded; key padding is applied element-wise. Scores run in the log2 domain
 (``exp2``) with float32 accumulation; the log-sum-exp is returned in natural log.
 
@@ -127,6 +128,10 @@ def _fwd_kernel(Q, K, V, O, LSE, SEED_O, SEED_LSE, KPM,
             m_i, l_i, acc = _fwd_step(q, m_i, l_i, acc, K, V, b, h, start + pat, mid, MASKS, KPM,
                                       skb, skh, skn, svb, svh, svn, N, qk_scale, offs, offs_d,
                                       dmask, BLOCK, True, HAS_KPM, DOT_PREC)
+        elif count == 1:  # one full tile: no pipelined loop around a single step
+            m_i, l_i, acc = _fwd_step(q, m_i, l_i, acc, K, V, b, h, start + pat, mid, MASKS, KPM,
+                                      skb, skh, skn, svb, svh, svn, N, qk_scale, offs, offs_d,
+                                      dmask, BLOCK, False, HAS_KPM, DOT_PREC)
         else:
             for j in range(count):
                 m_i, l_i, acc = _fwd_step(q, m_i, l_i, acc, K, V, b, h, start + j * step + pat,
@@ -214,6 +219,10 @@ def _dq_tile(pid, Q, K, V, DO, LSE, DELTA, DQ, SEED_DQ, KPM,
             dq = _dq_step(q, do, lse2, delta, dq, K, V, b, h, start + pat, mid, MASKS, KPM, skb,
                           skh, skn, svb, svh, svn, N, qk_scale, offs, offs_d, dmask, BLOCK, True,
                           HAS_KPM, DOT_PREC)
+        elif count == 1:
+            dq = _dq_step(q, do, lse2, delta, dq, K, V, b, h, start + pat, mid, MASKS, KPM, skb,
+                          skh, skn, svb, svh, svn, N, qk_scale, offs, offs_d, dmask, BLOCK, False,
+                          HAS_KPM, DOT_PREC)
         else:
             for j in range(count):
                 dq = _dq_step(q, do, lse2, delta, dq, K, V, b, h, start + j * step + pat, mid,
@@ -294,6 +303,10 @@ def _dkdv_tile(pid, Q, K, V, DO, LSE, DELTA, DK, DV, SEED_DK, SEED_DV, KPM, DQAC
             dk, dv = _dkdv_step(k, v, kpad, dk, dv, Q, DO, LSE, DELTA, DQACC, b, h, H,
                                 start + pat, mid, MASKS, sqb, sqh, sqn, N, D, qk_scale, sm_scale,
                                 offs, offs_d, dmask, BLOCK, True, HAS_KPM, DOT_PREC, ATOMIC_DQ)
+        elif count == 1:
+            dk, dv = _dkdv_step(k, v, kpad, dk, dv, Q, DO, LSE, DELTA, DQACC, b, h, H,
+                                start + pat, mid, MASKS, sqb, sqh, sqn, N, D, qk_scale, sm_scale,
+                                offs, offs_d, dmask, BLOCK, False, HAS_KPM, DOT_PREC, ATOMIC_DQ)
         else:
             for j in range(count):
                 dk, dv = _dkdv_step(k, v, kpad, dk, dv, Q, DO, LSE, DELTA, DQACC, b, h, H,
