@@ -124,3 +124,17 @@ def test_every_preset_documents_its_data_size():
 
     assert set(DATA_SIZES) == set(PRESETS)
     assert all(n > 0 and text for n, text in DATA_SIZES.values())
+
+
+def test_a_run_stopped_by_its_time_limit_scores_its_final_weights(tmp_path, data):
+    """Stopped between evaluations (step 1; evals every 2 steps): the final weights are scored
+    before the final save, so the final checkpoint records its loss and can be the best."""
+    t = Trainer(_tiny(time_limit=1e-9), tmp_path, data=data, progress=False)
+    _scripted(t, [1.5])
+    info = t.fit()
+    assert info["stopped_by"] == "time_limit" and info["steps"] == 1
+    assert {"step": 1, "valid_bpb": 1.5} == {k: v for k, v in ckpt.read_log(tmp_path)[-1].items()
+                                             if k in ("step", "valid_bpb")}
+    best = ckpt.find_best_checkpoint(tmp_path)
+    assert best == tmp_path / "step_00000001"
+    assert ckpt.checkpoint_metric(best) == 1.5

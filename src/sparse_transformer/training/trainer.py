@@ -472,6 +472,13 @@ class Trainer:
         finally:
             if bar is not None:
                 bar.close()
+        if stopped == "time_limit" and (self._valid_at is None or self._valid_at[0] != self.step):
+            # Stopped between evaluations: score the final weights too, so that the final
+            # checkpoint records its validation loss and can be the run's best (eval and sample
+            # use the best one by default).
+            v = self.evaluate()
+            self._write_log({"step": self.step, "valid_bpb": v, "elapsed_s": self.elapsed_s()})
+            self._record_valid(v)
         if self.step != self._saved_step:  # one save per step: the final one is never redone
             self.save()
         elapsed = self.elapsed_s()  # the whole run's training time, resumes included
