@@ -6,9 +6,10 @@ computed on), and Triton's compiled-kernel call is replaced by a no-op at the ex
 fast launch path calls it. Everything before that point runs as in an eager call on a GPU: argument
 checks, the choice of backend, the plan cache, the autograd Function, the allocations and the
 per-launch cache key, with the GPU's tile size and launch options. Not counted: Triton's own
-launcher and the CUDA driver (a few microseconds per launch on a GPU host; ``benchmarks/gpu.py
---profile`` measures a whole call there), and zero-filling: ``torch.zeros`` runs as
-``torch.empty`` here, where a GPU would add one asynchronous fill per call of it.
+launcher and the CUDA driver (not measured here; ``benchmarks/gpu.py --profile`` measures a whole
+call on a GPU), and zero-filling: ``torch.zeros`` runs as ``torch.empty`` here, where a GPU would
+add one asynchronous fill per call of it. Gradients are taken with ``torch.autograd.grad``, so
+nothing is accumulated into ``.grad`` (real arithmetic on a CPU, an asynchronous kernel on a GPU).
 
 Beside the patterns it prints a floor: an autograd Function that only allocates its outputs and
 gradients (the least any eager custom attention pays here), timed the same way.
