@@ -12,7 +12,9 @@ add one asynchronous fill per call of it. Gradients are taken with ``torch.autog
 nothing is accumulated into ``.grad`` (real arithmetic on a CPU, an asynchronous kernel on a GPU).
 
 Beside the patterns it prints a floor: an autograd Function that only allocates its outputs and
-gradients (the least any eager custom attention pays here), timed the same way.
+gradients (the least any eager custom attention pays here), timed the same way; and, from a
+separate pass, the part of each call spent inside the backend's ``_forward`` and ``_backward``
+(the rest is argument checks, the plan lookup and the autograd machinery).
 
     python benchmarks/host_overhead.py [--n 4096] [--heads 16] [--calls 400] [--json out.json]
 """
@@ -114,6 +116,33 @@ def per_call_us(fn, calls: int, rounds: int = 10) -> float:
     return best * 1e6
 
 
+def inside_us(call, calls: int) -> tuple[float, float]:
+    """Microseconds per call spent inside the backend's ``_forward`` and ``_backward`` (argument
+    set-up, allocations, launches), from a separate pass with those two timed."""
+    spent = {"_forward": 0.0, "_backward": 0.0}
+    originals = {name: getattr(tb, name) for name in spent}
+
+    def timed(name):
+        fn = originals[name]
+
+        def run(*args):
+            t0 = time.perf_counter()
+            out = fn(*args)
+            spent[name] += time.perf_counter() - t0
+            return out
+        return run
+
+    for name in spent:
+        setattr(tb, name, timed(name))
+    try:
+        for _ in range(calls):
+            call()
+    finally:
+        for name, fn in originals.items():
+            setattr(tb, name, fn)
+    return spent["_forward"] / calls * 1e6, spent["_backward"] / calls * 1e6
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=4096)
@@ -145,16 +174,20 @@ def main(argv=None):
         _NoLaunch.calls = 0
         call()
         launches = _NoLaunch.calls
+        fwd_us, bwd_us = inside_us(call, args.calls)
         rows.append(dict(case=f"{name}: {pat.name}", fwd_bwd_us=per_call_us(call, args.calls),
-                         launches=launches))
+                         launches=launches, in_forward_us=fwd_us, in_backward_us=bwd_us))
     rows.insert(0, dict(case="floor (empty autograd Function)",
-                        fwd_bwd_us=per_call_us(floor, args.calls), launches=0))
+                        fwd_bwd_us=per_call_us(floor, args.calls), launches=0,
+                        in_forward_us=None, in_backward_us=None))
     print(f"host time of one eager forward+backward call, launches stubbed; B={b}, H={h}, n={n}, "
           f"d={d}, bf16; torch {torch.__version__}, Python {platform.python_version()}, "
           f"{platform.processor() or platform.machine()}, 1 thread")
-    print(f"{'case':<58} {'us':>8} {'launches':>9}")
+    print(f"{'case':<58} {'us':>8} {'launches':>9} {'in _forward':>12} {'in _backward':>13}")
     for r in rows:
-        print(f"{r['case']:<58} {r['fwd_bwd_us']:8.1f} {r['launches']:9d}")
+        inside = ("" if r["in_forward_us"] is None else
+                  f" {r['in_forward_us']:12.1f} {r['in_backward_us']:13.1f}")
+        print(f"{r['case']:<58} {r['fwd_bwd_us']:8.1f} {r['launches']:9d}{inside}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(dict(n=n, heads=h, head_dim=d, torch=torch.__version__, rows=rows), f,

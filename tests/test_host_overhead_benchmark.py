@@ -21,4 +21,6 @@ def test_host_overhead_benchmark_counts_each_launch(tmp_path):
     launches = {r["case"].split(":")[0]: r["launches"] for r in rows}
     assert launches["strided"] >= 5 and launches["fixed"] >= 3 and launches["local"] >= 3
     assert all(r["fwd_bwd_us"] > 0 for r in rows)
+    for r in rows[1:]:  # the backend's forward and backward ran inside each call
+        assert r["in_forward_us"] > 0 and r["in_backward_us"] > 0
     assert "launches stubbed" in p.stdout
