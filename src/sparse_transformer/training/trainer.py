@@ -384,6 +384,12 @@ class Trainer:
         self.model.train()
         return total / n / LN2
 
+    def _evaluate_and_log(self) -> float:
+        """The quick validation loss at this step, written to the run's log."""
+        v = self.evaluate()
+        self._write_log({"step": self.step, "valid_bpb": v, "elapsed_s": self.elapsed_s()})
+        return v
+
     def final_eval(self, split: str = "valid") -> dict:
         m, t = self.cfg.model, self.cfg.train
         if is_items(self.data[split]):
@@ -443,9 +449,7 @@ class Trainer:
                     if bar is not None:
                         bar.set_postfix(bpb=f"{loss / LN2:.3f}", tok_s=f"{tps:,.0f}")
                 if self.step % t.eval_every == 0 or self.step == t.steps:
-                    v = self.evaluate()
-                    self._write_log({"step": self.step, "valid_bpb": v,
-                                     "elapsed_s": self.elapsed_s()})
+                    v = self._evaluate_and_log()
                     if bar is not None:
                         bar.write(f"step {self.step}: valid {v:.3f} bits/byte")
                     if (self._record_valid(v) and t.keep_best
@@ -476,9 +480,7 @@ class Trainer:
             # Stopped between evaluations: score the final weights too, so that the final
             # checkpoint records its validation loss and can be the run's best (eval and sample
             # use the best one by default).
-            v = self.evaluate()
-            self._write_log({"step": self.step, "valid_bpb": v, "elapsed_s": self.elapsed_s()})
-            self._record_valid(v)
+            self._record_valid(self._evaluate_and_log())
         if self.step != self._saved_step:  # one save per step: the final one is never redone
             self.save()
         elapsed = self.elapsed_s()  # the whole run's training time, resumes included
