@@ -9,6 +9,14 @@ reports tokens/s (``--steps`` steps after one warm-up step, between two synchron
 peak allocated memory. Each step is the library's ``Trainer`` step (AdamW, clipping, the data
 path) on random bytes, so no data set is needed.
 
+Dense attention here is flash attention (SDPA), whose memory also grows linearly with n, so
+dense and sparse both stop at the memory of the activations; what differs is the time of a step
+(quadratic for dense and fixed, about n^1.5 for strided, linear for local). ``--max-step-s``
+makes "trains" mean "fits and one step takes at most that many seconds": a length whose step
+(a second step when the first, which compiles, is slower) takes longer counts as not fitting,
+with the reason "time". Without it a dense
+search at the enwik8 size runs minutes per step near its memory limit.
+
 Next to it (``--audio``), the paper's audio-style model: about 3M parameters, strided attention
 with stride 1024 = sqrt(n), at n = 2^20, batch 1 (the targets: sparse at least 8x longer than
 dense; the audio model at 1M tokens/s or more on one H100/H200).
@@ -92,9 +100,11 @@ class Oom(Exception):
     """A step that did not fit (a CUDA out-of-memory error, or the CPU run's pair budget)."""
 
 
-def run_steps(model_cfg: ModelConfig, args, steps: int, budget: bool = True) -> dict:
+def run_steps(model_cfg: ModelConfig, args, steps: int, budget: bool = True,
+              retime_over: float | None = None) -> dict:
     """Train ``steps`` steps (after one warm-up step) at ``model_cfg.seq_len``; ``Oom`` when it
-    does not fit."""
+    does not fit. ``step_s`` in the result is the warm-up step's time, or, when that exceeds
+    ``retime_over`` (it includes kernel compilation), the time of one more step."""
     cfg = get_preset("enwik8")
     device = "cpu" if args.cpu else "cuda"
     t = dataclasses.replace(cfg.train, batch_size=1, device=device, warmup=10, steps=10**9,
@@ -118,7 +128,12 @@ def run_steps(model_cfg: ModelConfig, args, steps: int, budget: bool = True) -> 
         t0 = time.perf_counter()
         trainer._step()
         sync()
-        warm = time.perf_counter() - t0
+        warm = step_s = time.perf_counter() - t0
+        if retime_over is not None and warm > retime_over:
+            t0 = time.perf_counter()
+            trainer._step()
+            sync()
+            step_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         loss = None
         for _ in range(steps):
@@ -126,7 +141,7 @@ def run_steps(model_cfg: ModelConfig, args, steps: int, budget: bool = True) -> 
         sync()
         dt = (time.perf_counter() - t0) / max(1, steps)
         trainer._check_finite()
-        return dict(params=trainer.model.num_parameters(), warmup_s=warm,
+        return dict(params=trainer.model.num_parameters(), warmup_s=warm, step_s=step_s,
                     s_per_step=dt if steps else None,
                     tokens_per_s=model_cfg.seq_len / dt if steps else None,
                     peak_gib=(torch.cuda.max_memory_allocated() / 2**30) if device == "cuda"
@@ -150,8 +165,10 @@ def search(name: str, base: ModelConfig, args) -> dict:
                                 **pattern_fields(name, base))
         t0 = time.perf_counter()
         try:
-            run_steps(m, args, steps=0)
+            step_s = run_steps(m, args, steps=0, retime_over=args.max_step_s)["step_s"]
             ok = True
+            if args.max_step_s is not None and step_s > args.max_step_s:
+                ok, why = False, f"time: one step took {step_s:.1f} s > --max-step-s {args.max_step_s:g}"
         except Oom as e:
             ok, why = False, str(e)
         took = time.perf_counter() - t0
@@ -160,7 +177,11 @@ def search(name: str, base: ModelConfig, args) -> dict:
         return ok
 
     good, bad = longest(fits, args.start, args.max_len, args.granule)
-    row = dict(pattern=name, longest=good, first_failed=bad, capped=bad is None, tried=tried)
+    limit = next((t["why"].split(":")[0] for t in tried if t["seq_len"] == bad and not t["fits"]),
+                 None)
+    row = dict(pattern=name, longest=good, first_failed=bad, capped=bad is None,
+               limited_by="time" if limit == "time" else ("memory" if bad else "--max-len"),
+               tried=tried)
     if good:
         m = dataclasses.replace(base, seq_len=good, checkpointing="block", dropout=0.0,
                                 **pattern_fields(name, base))
@@ -190,15 +211,16 @@ def audio_model(args) -> dict:
 
 def print_tables(rows: list[dict], audio: dict | None) -> None:
     dense = next((r for r in rows if r["pattern"] == "dense"), None)
-    print("| pattern | longest context | vs dense | tokens/s | peak GiB | capped |")
-    print("|---|---|---|---|---|---|")
+    print("| pattern | longest context | vs dense | tokens/s | peak GiB | first failed | limited by |")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
         vs = (f"{r['longest'] / dense['longest']:.1f}x" if dense and dense["longest"]
               and r["longest"] else "-")
         tps = f"{r['tokens_per_s']:,.0f}" if r.get("tokens_per_s") else "-"
         peak = f"{r['peak_gib']:.1f}" if r.get("peak_gib") is not None else "-"
-        print(f"| {r['pattern']} | {r['longest']:,} | {vs} | {tps} | {peak} | "
-              f"{'yes (--max-len)' if r['capped'] else 'no'} |")
+        bad = f"{r['first_failed']:,}" if r["first_failed"] else "-"
+        print(f"| {r['pattern']} | {r['longest']:,} | {vs} | {tps} | {peak} | {bad} | "
+              f"{r['limited_by']} |")
     if audio:
         if "error" in audio:
             print(f"\naudio model, n = {audio['seq_len']:,}: {audio['error']}")
@@ -216,6 +238,9 @@ def main(argv=None) -> int:
     ap.add_argument("--max-len", type=int, default=1 << 21, help="longest length tried")
     ap.add_argument("--granule", type=int, default=1024, help="bisection stops at this gap")
     ap.add_argument("--steps", type=int, default=3, help="timed steps at the longest length")
+    ap.add_argument("--max-step-s", type=float, default=None,
+                    help="a length whose first training step takes longer does not count as "
+                         "training (default: no limit, memory alone decides)")
     ap.add_argument("--compile", default="off", choices=("auto", "on", "off"))
     ap.add_argument("--no-audio", dest="audio", action="store_false")
     ap.add_argument("--audio-len", type=int, default=1 << 20)
@@ -242,7 +267,7 @@ def main(argv=None) -> int:
     head = dict(device=dev, torch=torch.__version__, triton=triton.__version__,
                 cuda=torch.version.cuda, d_model=base.d_model, n_layers=base.n_layers,
                 n_heads=base.n_heads, batch=1, precision="fp32" if args.cpu else "bf16",
-                checkpointing="block", compile=args.compile)
+                checkpointing="block", compile=args.compile, max_step_s=args.max_step_s)
     print(json.dumps(head), flush=True)
     rows = [search(p, base, args) for p in args.patterns.split(",") if p]
     audio = audio_model(args) if args.audio else None

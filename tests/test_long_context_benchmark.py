@@ -41,3 +41,13 @@ def test_long_context_runs_on_the_cpu(tmp_path):
     assert all(r["tokens_per_s"] > 0 for r in res["rows"])
     assert res["audio"]["tokens_per_s"] > 0 and res["audio"]["seq_len"] == 2048
     assert "| strided |" in p.stdout and "audio model" in p.stdout
+
+
+def test_a_step_time_limit_stops_the_search(tmp_path):
+    p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "long_context.py"), "--cpu",
+                        "--patterns", "strided", "--no-audio", "--max-step-s", "0",
+                        "--out", str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    (row,) = json.loads((tmp_path / "long_context.json").read_text())["rows"]
+    assert row["longest"] == 0 and row["limited_by"] == "time"
+    assert row["tried"][0]["why"].startswith("time: one step took")
