@@ -110,6 +110,24 @@ def test_interp_matches_reference(pattern, n, d, causal):
 
 
 @needs_interp
+@pytest.mark.parametrize("pattern,atomic,fuse", [
+    (P.Strided(8), False, True), (P.Strided(8), True, False), (P.Fixed(8, 2), False, False)],
+    ids=["strided-fused", "strided-atomic", "fixed-two-kernels"])
+def test_interp_64_bit_offsets(pattern, atomic, fuse, monkeypatch):
+    """The kernels' 64-bit position arithmetic (used when an offset passes 2**31 elements),
+    forced on at a small size, against the reference: forward, gradients, padding."""
+    from sparse_transformer.ops.triton import backend
+
+    monkeypatch.setattr(backend, "INT32_LIMIT", 0)
+    monkeypatch.setattr(backend, "ATOMIC_DQ", atomic)
+    if not fuse:
+        monkeypatch.setattr(backend, "FUSE_BWD_BELOW", None)
+    q, k, v = _qkv(2, 2, 45, 16, torch.float32, "cpu")
+    assert backend._needs_i64(q, k, v, 16)
+    check_against_reference(triton_attention, q, k, v, pattern, True, _padding(2, 45, "cpu"))
+
+
+@needs_interp
 @pytest.mark.parametrize("pattern,n,d,dtype", [
     (P.Strided(32), 1025, 32, torch.float32),
     (P.Local(16), 63, 80, torch.float16),  # head_dim 80: padded to 128 inside the kernel
@@ -178,6 +196,25 @@ def test_interp_inside_torch_compile():
 
 
 @needs_interp
+@pytest.mark.parametrize("autocast", [False, True])
+def test_interp_dispatch_inside_torch_compile_has_no_graph_break(autocast):
+    """The public entry point, as a model's block calls it, traces into one graph, with or
+    without an enclosing autocast region (a break here recompiles every block, every step)."""
+    q, k, v = (t.requires_grad_() for t in _qkv(1, 2, 48, 16, torch.float32, "cpu"))
+    pattern = P.Fixed(8, 2)
+
+    def f(q, k, v):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            return (sparse_attention(q, k, v, pattern, backend="triton") * 2).sum()
+
+    compiled = torch.compile(f, backend="aot_eager", fullgraph=True)
+    got = torch.autograd.grad(compiled(q, k, v), (q, k, v))
+    want = torch.autograd.grad(f(q, k, v), (q, k, v))
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b)
+
+
+@needs_interp
 def test_interp_compile_with_dynamic_shapes():
     """Symbolic lengths are specialised: each length gets its own plan, results stay exact."""
     pattern = P.Fixed(8, 2)
@@ -223,6 +260,47 @@ def test_gpu_shapes(n, d):
         q, k, v = _qkv(1, 2, n, d, dtype, "cuda", seed=n * d)
         check_against_reference(triton_attention, q, k, v, P.Strided(16), True,
                                 _padding(1, n, "cuda"))
+
+
+@gpu
+def test_gpu_dispatch_inside_torch_compile_has_no_graph_break():
+    """As a model's block calls it under bf16 autocast: one graph (torch 2.11 could not trace
+    ``torch.amp.is_autocast_available``, and every block recompiled every step)."""
+    q, k, v = (t.requires_grad_() for t in _qkv(1, 4, 1024, 64, torch.float32, "cuda"))
+    pattern = P.Strided(64)
+
+    def f(q, k, v):
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            return (sparse_attention(q, k, v, pattern, backend="triton").float() * 2).sum()
+
+    compiled = torch.compile(f, fullgraph=True)
+    got = torch.autograd.grad(compiled(q, k, v), (q, k, v))
+    want = torch.autograd.grad(f(q, k, v), (q, k, v))
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=2e-2, atol=2e-2)
+
+
+@gpu
+@pytest.mark.parametrize("pattern", [P.Strided(128), P.Local(256)], ids=["strided", "local"])
+def test_gpu_offsets_past_int32(pattern):
+    """q, k, v as views of one packed (B, n, 3, H, d) projection at n = 1.5M: a position's offset
+    passes 2**31 elements (it made an illegal memory access in 32-bit arithmetic). The same call
+    on contiguous copies, whose offsets fit 32 bits, gives the same outputs and gradients."""
+    n, h, d = 1_500_003, 8, 64
+    g = torch.Generator(device="cuda").manual_seed(0)
+    qkv = torch.randn(1, n, 3, h, d, device="cuda", dtype=torch.bfloat16, generator=g)
+    views = [qkv[:, :, i].transpose(1, 2) for i in range(3)]  # (1, h, n, d), position stride 3hd
+    assert views[0].stride(2) * n > 2**31
+    dout = torch.randn(1, h, n, d, device="cuda", dtype=torch.bfloat16, generator=g)
+    results = []
+    for inputs in (views, [t.contiguous() for t in views]):
+        inputs = [t.detach().requires_grad_() for t in inputs]
+        out = triton_attention(*inputs, pattern)
+        out.backward(dout)
+        results.append((out.detach(), *(t.grad for t in inputs)))
+        del out, inputs
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-2, atol=1e-2)
 
 
 @gpu

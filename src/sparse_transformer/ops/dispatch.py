@@ -277,7 +277,10 @@ def sparse_attention(q, k, v, pattern: Pattern, causal: bool = True, key_padding
 
 
 def _no_autocast(device_type: str):
-    if torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type):
+    # Under torch.compile the region is always entered: the compiler traces an autocast region
+    # for free, but not ``torch.amp.is_autocast_available`` (a graph break in every block).
+    if torch.compiler.is_compiling() or (torch.amp.is_autocast_available(device_type)
+                                         and torch.is_autocast_enabled(device_type)):
         return torch.autocast(device_type, enabled=False)
     return contextlib.nullcontext()
 

@@ -206,6 +206,19 @@ def _strides(q, k, v) -> tuple:
     return sq[:3] + sk[:3] + sv[:3]
 
 
+INT32_LIMIT = 2**31 - 1
+
+
+def _needs_i64(q, k, v, block: int) -> bool:
+    """Whether an element offset a kernel forms can pass 2**31: in q, k or v at their strides
+    (positions run up to a tile past n), or in the (B, H, n, d) outputs and float32 scratch. The
+    kernels then do their position and row arithmetic in 64 bits (a constexpr: no cost below)."""
+    b, h, n, d = q.shape
+    far = max((b - 1) * t.stride(0) + (h - 1) * t.stride(1) + (n + block) * t.stride(2) + d
+              for t in (q, k, v))
+    return max(far, b * h * (n + block) * d) > INT32_LIMIT
+
+
 def _tile_consts(plan: TritonPlan, d: int) -> tuple:
     """(HP_MUL, BLOCK, BLOCK_D): whether the plan has a pattern per head, its tile size, and the
     head dim padded to a power of two (at least 16)."""
@@ -231,6 +244,7 @@ def _forward(q, k, v, kpm, plan: TritonPlan, scale: float):
     passes = plan.fwd
     scratch = torch.empty(b, h, n, d, dtype=torch.float32, device=q.device) if len(passes) > 1 else out
     strides, consts, prec = _strides(q, k, v), _tile_consts(plan, d), _dot_prec(q.dtype)
+    i64 = _needs_i64(q, k, v, plan.block)
     opts = _launch_opts("fwd", q.device)
     floats = (scale * kern.LOG2E,)
     for i, ps in enumerate(passes):
@@ -239,7 +253,7 @@ def _forward(q, k, v, kpm, plan: TritonPlan, scale: float):
                (q, k, v, dst, lse, scratch, lse, kpm_t, ps.tiles, ps.order, ps.rowptr,
                 ps.entries, plan.masks), floats,
                strides + (h, n, d, ps.num_tiles, ps.entries.shape[1]) + consts
-               + (has_kpm, i > 0, prec))
+               + (has_kpm, i > 0, prec, i64))
     return out, lse
 
 
@@ -254,9 +268,10 @@ def _backward(dout, dlse, q, k, v, out, lse, kpm, plans, scale: float):
     delta = torch.empty(b, h, n, dtype=torch.float32, device=dev)
     total = b * h * n
     block_d = max(16, triton_next_pow2(d))
+    i64 = _needs_i64(q, k, v, max(qplan.block, kplan.block))
     launch(kern._delta_kernel, (triton_cdiv(total, 64),), (),
            (out, dout, dlse if dlse is not None else delta, delta), (),
-           (total, d, dlse is not None, 64, block_d))
+           (total, d, dlse is not None, 64, block_d, i64))
     kpm_t, has_kpm = _kpm_arg(kpm, delta)
     qpasses, kpasses = qplan.fwd, kplan.bwd
     # dk/dv: the last pass covers every key and writes the result; earlier passes accumulate in
@@ -303,20 +318,20 @@ def _backward(dout, dlse, q, k, v, out, lse, kpm, plans, scale: float):
                     qp_.tiles, qp_.order, qp_.rowptr, qp_.entries,
                     kp_.tiles, kp_.order, kp_.rowptr, kp_.entries, qplan.masks), floats,
                    strides + (h, n, d, tq, qp_.entries.shape[1], tk, kp_.entries.shape[1])
-                   + qconsts + (has_kpm, i > 0, kv_seed, prec))
+                   + qconsts + (has_kpm, i > 0, kv_seed, prec, i64))
             continue
         if qp is not None:
             launch(kern._dq_kernel, (tq, b * h), _launch_opts("dq", dev),
                    (q, k, v, dout, lse, delta, dq_dst, acc_q, kpm_t, qp.tiles, qp.order,
                     qp.rowptr, qp.entries, qplan.masks), floats,
                    strides + (h, n, d, tq, qp.entries.shape[1]) + qconsts
-                   + (has_kpm, i > 0, prec))
+                   + (has_kpm, i > 0, prec, i64))
         if kp is not None:
             launch(kern._dkdv_kernel, (tk, b * h), _launch_opts("dkdv", dev),
                    (q, k, v, dout, lse, delta, dk_dst, dv_dst, acc_k, acc_v, kpm_t, dq_acc,
                     kp.tiles, kp.order, kp.rowptr, kp.entries, kplan.masks), floats,
                    strides + (h, n, d, tk, kp.entries.shape[1]) + kconsts
-                   + (has_kpm, kv_seed, prec, atomic))
+                   + (has_kpm, kv_seed, prec, atomic, i64))
     if atomic:
         return dq_acc.to(q.dtype), dk, dv
     return dq, dk, dv

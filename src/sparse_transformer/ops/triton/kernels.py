@@ -92,14 +92,18 @@ def _fwd_kernel(Q, K, V, O, LSE, SEED_O, SEED_LSE, KPM,
                 qk_scale, sqb, sqh, sqn, skb, skh, skn, svb, svh, svn,
                 H, N, D, T, E, HP_MUL,
                 BLOCK: tl.constexpr, BLOCK_D: tl.constexpr, HAS_KPM: tl.constexpr,
-                HAS_SEED: tl.constexpr, DOT_PREC: tl.constexpr):
+                HAS_SEED: tl.constexpr, DOT_PREC: tl.constexpr, I64: tl.constexpr):
     pid = tl.program_id(0)
     bh = tl.program_id(1)
+    if I64:  # offsets past 2**31 elements: positions and rows in 64-bit arithmetic
+        bh = bh.to(tl.int64)
     b = bh // H
     h = bh % H
     hp = h * HP_MUL
     t = tl.load(ORDER + hp * T + pid)
     offs = tl.arange(0, BLOCK)
+    if I64:
+        offs = offs.to(tl.int64)
     offs_d = tl.arange(0, BLOCK_D)
     dmask = offs_d < D
     tile = TILES + (hp * T + t) * 3
@@ -149,8 +153,10 @@ def _fwd_kernel(Q, K, V, O, LSE, SEED_O, SEED_LSE, KPM,
 
 @triton.jit
 def _delta_kernel(O, DO, DLSE, DELTA, total, D, HAS_DLSE: tl.constexpr,
-                  ROWS: tl.constexpr, BLOCK_D: tl.constexpr):
+                  ROWS: tl.constexpr, BLOCK_D: tl.constexpr, I64: tl.constexpr):
     r = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
+    if I64:
+        r = r.to(tl.int64)
     offs_d = tl.arange(0, BLOCK_D)
     m = (r < total)[:, None] & (offs_d < D)[None, :]
     o = tl.load(O + r[:, None] * D + offs_d[None, :], mask=m, other=0.0).to(tl.float32)
@@ -190,13 +196,17 @@ def _dq_tile(pid, Q, K, V, DO, LSE, DELTA, DQ, SEED_DQ, KPM,
              qk_scale, sm_scale, sqb, sqh, sqn, skb, skh, skn, svb, svh, svn,
              H, N, D, T, E, HP_MUL,
              BLOCK: tl.constexpr, BLOCK_D: tl.constexpr, HAS_KPM: tl.constexpr,
-             HAS_SEED: tl.constexpr, DOT_PREC: tl.constexpr):
+             HAS_SEED: tl.constexpr, DOT_PREC: tl.constexpr, I64: tl.constexpr):
     bh = tl.program_id(1)
+    if I64:  # offsets past 2**31 elements: positions and rows in 64-bit arithmetic
+        bh = bh.to(tl.int64)
     b = bh // H
     h = bh % H
     hp = h * HP_MUL
     t = tl.load(ORDER + hp * T + pid)
     offs = tl.arange(0, BLOCK)
+    if I64:
+        offs = offs.to(tl.int64)
     offs_d = tl.arange(0, BLOCK_D)
     dmask = offs_d < D
     tile = TILES + (hp * T + t) * 3
@@ -271,13 +281,18 @@ def _dkdv_tile(pid, Q, K, V, DO, LSE, DELTA, DK, DV, SEED_DK, SEED_DV, KPM, DQAC
                qk_scale, sm_scale, sqb, sqh, sqn, skb, skh, skn, svb, svh, svn,
                H, N, D, T, E, HP_MUL,
                BLOCK: tl.constexpr, BLOCK_D: tl.constexpr, HAS_KPM: tl.constexpr,
-               HAS_SEED: tl.constexpr, DOT_PREC: tl.constexpr, ATOMIC_DQ: tl.constexpr):
+               HAS_SEED: tl.constexpr, DOT_PREC: tl.constexpr, ATOMIC_DQ: tl.constexpr,
+               I64: tl.constexpr):
     bh = tl.program_id(1)
+    if I64:  # offsets past 2**31 elements: positions and rows in 64-bit arithmetic
+        bh = bh.to(tl.int64)
     b = bh // H
     h = bh % H
     hp = h * HP_MUL
     t = tl.load(ORDER + hp * T + pid)
     offs = tl.arange(0, BLOCK)
+    if I64:
+        offs = offs.to(tl.int64)
     offs_d = tl.arange(0, BLOCK_D)
     dmask = offs_d < D
     tile = TILES + (hp * T + t) * 3
@@ -327,18 +342,19 @@ def _bwd_kernel(Q, K, V, DO, LSE, DELTA, DQ, SEED_DQ, DK, DV, SEED_DK, SEED_DV, 
                 qk_scale, sm_scale, sqb, sqh, sqn, skb, skh, skn, svb, svh, svn,
                 H, N, D, TQ, EQ, TK, EK, HP_MUL,
                 BLOCK: tl.constexpr, BLOCK_D: tl.constexpr, HAS_KPM: tl.constexpr,
-                DQ_SEED: tl.constexpr, KV_SEED: tl.constexpr, DOT_PREC: tl.constexpr):
+                DQ_SEED: tl.constexpr, KV_SEED: tl.constexpr, DOT_PREC: tl.constexpr,
+                I64: tl.constexpr):
     """One launch for a backward pass: the first TQ programs compute dq tiles, the rest dk/dv."""
     pid = tl.program_id(0)
     if pid < TQ:
         _dq_tile(pid, Q, K, V, DO, LSE, DELTA, DQ, SEED_DQ, KPM, QTILES, QORDER, QROWPTR, QENT,
                  MASKS, qk_scale, sm_scale, sqb, sqh, sqn, skb, skh, skn, svb, svh, svn,
-                 H, N, D, TQ, EQ, HP_MUL, BLOCK, BLOCK_D, HAS_KPM, DQ_SEED, DOT_PREC)
+                 H, N, D, TQ, EQ, HP_MUL, BLOCK, BLOCK_D, HAS_KPM, DQ_SEED, DOT_PREC, I64)
     else:
         _dkdv_tile(pid - TQ, Q, K, V, DO, LSE, DELTA, DK, DV, SEED_DK, SEED_DV, KPM, DQ,
                    KTILES, KORDER, KROWPTR, KENT, MASKS, qk_scale, sm_scale, sqb, sqh, sqn, skb,
                    skh, skn, svb, svh, svn, H, N, D, TK, EK, HP_MUL, BLOCK, BLOCK_D, HAS_KPM,
-                   KV_SEED, DOT_PREC, False)
+                   KV_SEED, DOT_PREC, False, I64)
 
 
 @triton.jit
@@ -346,11 +362,11 @@ def _dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, SEED_DQ, KPM, TILES, ORDER, ROWPTR, 
                qk_scale, sm_scale, sqb, sqh, sqn, skb, skh, skn, svb, svh, svn,
                H, N, D, T, E, HP_MUL,
                BLOCK: tl.constexpr, BLOCK_D: tl.constexpr, HAS_KPM: tl.constexpr,
-               HAS_SEED: tl.constexpr, DOT_PREC: tl.constexpr):
+               HAS_SEED: tl.constexpr, DOT_PREC: tl.constexpr, I64: tl.constexpr):
     """dq alone (for large passes, where one kernel per role keeps register use lower)."""
     _dq_tile(tl.program_id(0), Q, K, V, DO, LSE, DELTA, DQ, SEED_DQ, KPM, TILES, ORDER, ROWPTR,
              ENT, MASKS, qk_scale, sm_scale, sqb, sqh, sqn, skb, skh, skn, svb, svh, svn,
-             H, N, D, T, E, HP_MUL, BLOCK, BLOCK_D, HAS_KPM, HAS_SEED, DOT_PREC)
+             H, N, D, T, E, HP_MUL, BLOCK, BLOCK_D, HAS_KPM, HAS_SEED, DOT_PREC, I64)
 
 
 @triton.jit
@@ -359,11 +375,12 @@ def _dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, SEED_DK, SEED_DV, KPM, DQACC,
                  qk_scale, sm_scale, sqb, sqh, sqn, skb, skh, skn, svb, svh, svn,
                  H, N, D, T, E, HP_MUL,
                  BLOCK: tl.constexpr, BLOCK_D: tl.constexpr, HAS_KPM: tl.constexpr,
-                 HAS_SEED: tl.constexpr, DOT_PREC: tl.constexpr, ATOMIC_DQ: tl.constexpr):
+                 HAS_SEED: tl.constexpr, DOT_PREC: tl.constexpr, ATOMIC_DQ: tl.constexpr,
+                 I64: tl.constexpr):
     """dk and dv alone (see ``_dq_kernel``); with ``ATOMIC_DQ`` also dq, added atomically to
     the float32 ``DQACC`` (the one-pass backward: five matmuls per tile pair instead of seven,
     in an order that varies from run to run)."""
     _dkdv_tile(tl.program_id(0), Q, K, V, DO, LSE, DELTA, DK, DV, SEED_DK, SEED_DV, KPM, DQACC,
                TILES, ORDER, ROWPTR, ENT, MASKS, qk_scale, sm_scale, sqb, sqh, sqn, skb, skh,
                skn, svb, svh, svn, H, N, D, T, E, HP_MUL, BLOCK, BLOCK_D, HAS_KPM, HAS_SEED,
-               DOT_PREC, ATOMIC_DQ)
+               DOT_PREC, ATOMIC_DQ, I64)
