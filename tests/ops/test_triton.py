@@ -123,7 +123,7 @@ def test_interp_64_bit_offsets(pattern, atomic, fuse, monkeypatch):
     if not fuse:
         monkeypatch.setattr(backend, "FUSE_BWD_BELOW", None)
     q, k, v = _qkv(2, 2, 45, 16, torch.float32, "cpu")
-    assert backend._needs_i64(q, k, v, 16)
+    assert backend._needs_i64(q.shape, backend._strides(q, k, v), 16)
     check_against_reference(triton_attention, q, k, v, pattern, True, _padding(2, 45, "cpu"))
 
 

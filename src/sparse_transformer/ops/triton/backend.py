@@ -209,13 +209,15 @@ def _strides(q, k, v) -> tuple:
 INT32_LIMIT = 2**31 - 1
 
 
-def _needs_i64(q, k, v, block: int) -> bool:
+def _needs_i64(shape, strides: tuple, block: int) -> bool:
     """Whether an element offset a kernel forms can pass 2**31: in q, k or v at their strides
-    (positions run up to a tile past n), or in the (B, H, n, d) outputs and float32 scratch. The
-    kernels then do their position and row arithmetic in 64 bits (a constexpr: no cost below)."""
-    b, h, n, d = q.shape
-    far = max((b - 1) * t.stride(0) + (h - 1) * t.stride(1) + (n + block) * t.stride(2) + d
-              for t in (q, k, v))
+    (``strides`` as ``_strides`` gives them; positions run up to a tile past n), or in the
+    (B, H, n, d) outputs and float32 scratch. The kernels then do their position and row
+    arithmetic in 64 bits (a constexpr: no cost below). A bound, from the largest stride of each
+    dimension: a few multiplications a call."""
+    b, h, n, d = shape
+    far = ((b - 1) * max(strides[0::3]) + (h - 1) * max(strides[1::3])
+           + (n + block) * max(strides[2::3]) + d)
     return max(far, b * h * (n + block) * d) > INT32_LIMIT
 
 
@@ -244,7 +246,7 @@ def _forward(q, k, v, kpm, plan: TritonPlan, scale: float):
     passes = plan.fwd
     scratch = torch.empty(b, h, n, d, dtype=torch.float32, device=q.device) if len(passes) > 1 else out
     strides, consts, prec = _strides(q, k, v), _tile_consts(plan, d), _dot_prec(q.dtype)
-    i64 = _needs_i64(q, k, v, plan.block)
+    i64 = _needs_i64(q.shape, strides, plan.block)
     opts = _launch_opts("fwd", q.device)
     floats = (scale * kern.LOG2E,)
     for i, ps in enumerate(passes):
@@ -268,7 +270,8 @@ def _backward(dout, dlse, q, k, v, out, lse, kpm, plans, scale: float):
     delta = torch.empty(b, h, n, dtype=torch.float32, device=dev)
     total = b * h * n
     block_d = max(16, triton_next_pow2(d))
-    i64 = _needs_i64(q, k, v, max(qplan.block, kplan.block))
+    strides = _strides(q, k, v)
+    i64 = _needs_i64(q.shape, strides, max(qplan.block, kplan.block))
     launch(kern._delta_kernel, (triton_cdiv(total, 64),), (),
            (out, dout, dlse if dlse is not None else delta, delta), (),
            (total, d, dlse is not None, 64, block_d, i64))
@@ -286,7 +289,7 @@ def _backward(dout, dlse, q, k, v, out, lse, kpm, plans, scale: float):
         alloc = torch.empty if kpasses[0].covers_all else torch.zeros
         acc_k = alloc(b, h, n, d, dtype=torch.float32, device=dev)
         acc_v = alloc(b, h, n, d, dtype=torch.float32, device=dev)
-    strides, prec = _strides(q, k, v), _dot_prec(q.dtype)
+    prec = _dot_prec(q.dtype)
     qconsts, kconsts = _tile_consts(qplan, d), _tile_consts(kplan, d)
     floats = (scale * kern.LOG2E, scale)
     # Small problems are bound by launches: dq and dk/dv share one launch per pass when both
