@@ -34,6 +34,9 @@ def test_estimates_order_and_scale():
     # Twice the tokens, about twice the activations; fp32 activations cost more than bf16.
     assert memory.activation_bytes(c, 2 * tokens, "none") == pytest.approx(2 * none, rel=1e-6)
     assert memory.activation_bytes(c, tokens, "none", act_bytes=4) > none
+    # "block" keeps each block's input: float32, or bf16 (half) with checkpoint_storage "auto".
+    half = memory.activation_bytes(c, tokens, "block", stream_bytes=2)
+    assert block - half == tokens * c.n_layers * 2 * c.d_model
 
 
 def test_auto_picks_the_cheapest_mode_that_fits():
@@ -51,7 +54,7 @@ def test_model_resolves_auto_once_per_shape(monkeypatch):
     m = SparseTransformer(cfg(checkpointing="auto"))
     calls = []
 
-    def fake(cfg_, tokens, params, budget, act_bytes=2):
+    def fake(cfg_, tokens, params, budget, act_bytes=2, stream_bytes=4):
         calls.append(tokens)
         return "attention"
 
@@ -65,3 +68,8 @@ def test_model_resolves_auto_once_per_shape(monkeypatch):
     with torch.no_grad():
         m(x[:, :-1])  # inference never checkpoints and never asks
     assert calls == [64]
+
+
+def test_bad_checkpoint_storage_is_named():
+    with pytest.raises(ValueError, match="checkpoint_storage must be one of"):
+        cfg(checkpoint_storage="fp8")

@@ -7,6 +7,7 @@ from .memory import normalize_checkpointing
 from ..patterns import Pattern
 from .pattern_spec import config_pattern, normalize_pattern_fields
 POSITION_KINDS = ("factorized", "data", "none")
+CHECKPOINT_STORAGE = ("auto", "float32")
 
 
 @dataclass
@@ -36,6 +37,11 @@ class ModelConfig:
     # Activation checkpointing: none | attention | block | auto (models/memory.py; true / false
     # are read as block / none).
     checkpointing: str = "none"
+    # What "block" checkpointing stores of each block's input (the float32 residual stream):
+    # "auto" stores it in bfloat16 when the step runs under bf16 autocast (half the memory of
+    # long contexts; the blocks then read their input rounded to bf16, as the paper's
+    # half-precision activations did), "float32" stores it exactly.
+    checkpoint_storage: str = "auto"
     backend: str = "auto"
 
     def __post_init__(self):
@@ -51,6 +57,9 @@ class ModelConfig:
         if self.ff_mult <= 0:
             raise ValueError(f"ff_mult must be > 0, got {self.ff_mult}")
         self.checkpointing = normalize_checkpointing(self.checkpointing)
+        if self.checkpoint_storage not in CHECKPOINT_STORAGE:
+            raise ValueError(f"checkpoint_storage must be one of {CHECKPOINT_STORAGE}, got "
+                             f"{self.checkpoint_storage!r}")
         self.data_shape = tuple(int(x) for x in self.data_shape)
         if self.position == "data":
             size = 1

@@ -44,9 +44,12 @@ def normalize_checkpointing(value) -> str:
     raise ValueError(f"checkpointing must be one of {CHOICES} (or true / false), got {value!r}")
 
 
-def activation_bytes(cfg, tokens: int, mode: str, act_bytes: int = 2) -> int:
+def activation_bytes(cfg, tokens: int, mode: str, act_bytes: int = 2,
+                     stream_bytes: int = 4) -> int:
     """Estimated bytes autograd holds at the peak of one step for ``tokens`` = batch x seq_len
-    tokens with checkpointing ``mode`` (``act_bytes``: 2 for bf16 / fp16, 4 for fp32)."""
+    tokens with checkpointing ``mode`` (``act_bytes``: 2 for bf16 / fp16, 4 for fp32;
+    ``stream_bytes``: bytes per element of the block inputs "block" stores, 2 when they are
+    kept in bf16)."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     d = cfg.d_model
@@ -60,7 +63,7 @@ def activation_bytes(cfg, tokens: int, mode: str, act_bytes: int = 2) -> int:
     ff = a * (d + 3 * f + f)  # norm out, w1 out and the activation's two saved tensors, w2 in
     per_block = {"none": stream + attn + ff + drop,
                  "attention": stream + ff + drop,
-                 "block": 4 * d}[mode]
+                 "block": stream_bytes * d}[mode]
     # The block being recomputed holds its full activations once.
     recompute = (stream + attn + ff + drop) if mode != "none" else 0
     logits = tokens * cfg.vocab_size * 4 * 3  # float32 logits, softmax and its gradient
@@ -72,8 +75,9 @@ def state_bytes(num_params: int) -> int:
     return 16 * num_params
 
 
-def step_bytes(cfg, tokens: int, mode: str, num_params: int, act_bytes: int = 2) -> int:
-    return activation_bytes(cfg, tokens, mode, act_bytes) + state_bytes(num_params)
+def step_bytes(cfg, tokens: int, mode: str, num_params: int, act_bytes: int = 2,
+               stream_bytes: int = 4) -> int:
+    return activation_bytes(cfg, tokens, mode, act_bytes, stream_bytes) + state_bytes(num_params)
 
 
 def available_bytes(device: torch.device) -> int:
@@ -89,10 +93,10 @@ def available_bytes(device: torch.device) -> int:
 
 
 def choose_checkpointing(cfg, tokens: int, num_params: int, budget: int,
-                         act_bytes: int = 2) -> str:
+                         act_bytes: int = 2, stream_bytes: int = 4) -> str:
     """The cheapest mode whose estimated step fits ``HEADROOM`` x ``budget`` bytes ("block" when
     none does: it is the least memory there is)."""
     for mode in MODES:
-        if step_bytes(cfg, tokens, mode, num_params, act_bytes) <= HEADROOM * budget:
+        if step_bytes(cfg, tokens, mode, num_params, act_bytes, stream_bytes) <= HEADROOM * budget:
             return mode
     return "block"

@@ -60,13 +60,18 @@ class ResidualBlock(nn.Module):
         """a(H) = dropout(attention(norm(H)))."""
         return self.drop(self.attn(self.norm_a(h), key_padding_mask, cache=cache))
 
-    def forward(self, h, key_padding_mask=None, cache=None, recompute_attention: bool = False):
+    def forward(self, h, key_padding_mask=None, cache=None, recompute_attention: bool = False,
+                branches_only: bool = False):
+        """H + a(H) + b(H); with ``branches_only``, a(H) + b(H) from an input stored in a lower
+        precision (read as float32), for the caller to add to the exact H."""
+        if branches_only:
+            h = h.float()
         if recompute_attention and cache is None:
             a = checkpoint(self.attention_branch, h, key_padding_mask, use_reentrant=False)
         else:
             a = self.attention_branch(h, key_padding_mask, cache)
         b = self.drop(self.ff(self.norm_b(h + a)))
-        return h + a + b
+        return a + b if branches_only else h + a + b
 
     def decode_step(self, h, cache, position: int):
         a = self.drop(self.attn.decode_step(self.norm_a(h), cache, position))
@@ -153,14 +158,25 @@ class SparseTransformer(nn.Module):
         graphed = training and mode != "block" and self._graphed is not None
         if graphed:
             torch.compiler.cudagraph_mark_step_begin()
+        low = mode == "block" and self._stores_bf16(x.device)
         for i, blk in enumerate(self.blocks):
-            if mode == "block":
+            if low:  # the recomputed block's input kept in bf16: half the memory of "block"
+                h = h + checkpoint(blk, h.to(torch.bfloat16), key_padding_mask,
+                                   use_reentrant=False, branches_only=True)
+            elif mode == "block":
                 h = checkpoint(blk, h, key_padding_mask, use_reentrant=False)
             elif graphed:
                 h = self._graphed[i](h, key_padding_mask, recompute_attention=mode == "attention")
             else:
                 h = blk(h, key_padding_mask, recompute_attention=mode == "attention")
         return self.head(self.norm(h)).float()
+
+    def _stores_bf16(self, device) -> bool:
+        """Whether "block" checkpointing keeps block inputs in bf16 (``cfg.checkpoint_storage``
+        "auto" under bf16 autocast)."""
+        dev = torch.device(device).type
+        return (self.cfg.checkpoint_storage == "auto" and torch.is_autocast_enabled(dev)
+                and torch.get_autocast_dtype(dev) == torch.bfloat16)
 
     def checkpoint_mode(self, tokens: int, device) -> str:
         """The activation checkpointing this training forward uses: ``cfg.checkpointing``, with
@@ -174,7 +190,8 @@ class SparseTransformer(nn.Module):
 
             act = 4 if not torch.is_autocast_enabled(torch.device(device).type) else 2
             chosen = choose_checkpointing(self.cfg, tokens, self.num_parameters(),
-                                          available_bytes(device), act_bytes=act)
+                                          available_bytes(device), act_bytes=act,
+                                          stream_bytes=2 if self._stores_bf16(device) else 4)
             self._auto_mode = (key, chosen)
         return self._auto_mode[1]
 
