@@ -517,3 +517,117 @@ def test_atomic_dq_policy(monkeypatch):
         assert not tb._atomic_dq(strided)
     finally:
         torch.use_deterministic_algorithms(prev)
+
+
+# -- packed q/k/v -----------------------------------------------------------------------------
+
+def _packed(b, n, h, d, dtype, device, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(b, n, 3 * h * d, generator=g).to(dtype=dtype, device=device)
+
+
+def _out_and_grad(fn, qkv, h, kpm, packed):
+    """fn's output and the gradient of qkv; ``packed``: fn takes qkv whole, else q, k, v as
+    views of it (autograd then concatenates their gradients)."""
+    from sparse_transformer.ops.triton.backend import unpack_qkv
+
+    x = qkv.detach().clone().requires_grad_()
+    out = fn(x, h, kpm) if packed else fn(*unpack_qkv(x, h), kpm)
+    w = torch.randn(out.shape, generator=torch.Generator().manual_seed(3)).to(out.device)
+    (out.float() * w).sum().backward()
+    return out.detach(), x.grad
+
+
+@needs_interp
+@pytest.mark.parametrize("pattern,atomic,fuse", [
+    (P.Strided(8), False, True), (P.Strided(8), True, False), (P.Strided(8), False, False),
+    (P.Fixed(8, 2), False, False), (P.Local(8), False, True)],
+    ids=["strided-fused", "strided-atomic", "strided-two-pass", "fixed", "local"])
+def test_interp_packed_qkv_matches_views(pattern, atomic, fuse, monkeypatch):
+    """Kernels that read q, k, v from the packed projection and write its gradient whole give
+    what q, k, v as views give (odd length, padding with an empty row), and the reference."""
+    from sparse_transformer.ops.triton import backend
+
+    monkeypatch.setattr(backend, "ATOMIC_DQ", atomic)
+    if not fuse:
+        monkeypatch.setattr(backend, "FUSE_BWD_BELOW", None)
+    b, n, h, d = 2, 45, 2, 16
+    qkv = _packed(b, n, h, d, torch.float32, "cpu")
+    kpm = _padding(b, n, "cpu")
+    po, pg = _out_and_grad(lambda x, h, m: backend.triton_attention_packed(
+        x, h, pattern, key_padding_mask=m), qkv, h, kpm, packed=True)
+    vo, vg = _out_and_grad(lambda q, k, v, m: triton_attention(q, k, v, pattern,
+                                                               key_padding_mask=m),
+                           qkv, h, kpm, packed=False)
+    ro, rg = _out_and_grad(lambda q, k, v, m: reference_attention(q, k, v, pattern,
+                                                                  key_padding_mask=m),
+                           qkv, h, kpm, packed=False)
+    torch.testing.assert_close(po, vo, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(pg, vg, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(po, ro, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(pg, rg, rtol=1e-4, atol=1e-4)
+
+
+@needs_interp
+def test_interp_packed_qkv_inside_torch_compile():
+    from sparse_transformer.ops.triton import backend
+
+    qkv = _packed(1, 40, 2, 16, torch.float32, "cpu").requires_grad_()
+    pattern = P.Strided(8)
+
+    def f(x):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return (backend.triton_attention_packed(x, 2, pattern) * 2).sum()
+
+    compiled = torch.compile(f, backend="aot_eager", fullgraph=True)
+    got = torch.autograd.grad(compiled(qkv), qkv)[0]
+    want = torch.autograd.grad(f(qkv), qkv)[0]
+    torch.testing.assert_close(got, want)
+
+
+@needs_interp
+def test_interp_layer_packed_path_matches(monkeypatch):
+    """The attention layer with the packed path on and off: same output and gradients."""
+    from sparse_transformer.layers.attention import SparseSelfAttention
+    from sparse_transformer.ops import dispatch
+
+    torch.manual_seed(0)
+    layer = SparseSelfAttention(32, 2, P.Fixed(8, 2), backend="triton")
+    x = torch.randn(2, 37, 32)
+    kpm = _padding(2, 37, "cpu")
+    runs = []
+    for on in (True, False):
+        monkeypatch.setattr(dispatch, "PACKED_QKV", on)
+        layer.zero_grad()
+        xx = x.clone().requires_grad_()
+        out = layer(xx, kpm)
+        out.square().sum().backward()
+        runs.append((out.detach(), xx.grad, [p.grad.clone() for p in layer.parameters()]))
+    torch.testing.assert_close(runs[0][0], runs[1][0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(runs[0][1], runs[1][1], rtol=1e-5, atol=1e-5)
+    for a, b in zip(runs[0][2], runs[1][2]):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_unpack_qkv_names_a_bad_width():
+    from sparse_transformer.ops.triton.backend import unpack_qkv
+
+    with pytest.raises(ValueError, match="3 x heads x head_dim"):
+        unpack_qkv(torch.zeros(1, 4, 20), 2)
+
+
+@gpu
+@pytest.mark.parametrize("pattern", [P.Strided(128), P.Fixed(128, 32)], ids=["strided", "fixed"])
+def test_gpu_packed_qkv_matches_views(pattern):
+    from sparse_transformer.ops.triton import backend
+
+    b, n, h, d = 2, 2049, 4, 64
+    qkv = _packed(b, n, h, d, torch.bfloat16, "cuda")
+    kpm = _padding(b, n, "cuda")
+    po, pg = _out_and_grad(lambda x, h, m: backend.triton_attention_packed(
+        x, h, pattern, key_padding_mask=m), qkv, h, kpm, packed=True)
+    vo, vg = _out_and_grad(lambda q, k, v, m: triton_attention(q, k, v, pattern,
+                                                               key_padding_mask=m),
+                           qkv, h, kpm, packed=False)
+    torch.testing.assert_close(po, vo, rtol=1e-2, atol=1e-2)
+    torch.testing.assert_close(pg, vg, rtol=1e-2, atol=1e-2)

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..ops import sparse_attention
+from ..ops.dispatch import sparse_attention_packed
 from ..patterns import Pattern
 
 MODES = ("merged", "interleaved", "split")
@@ -98,6 +99,15 @@ class SparseSelfAttention(nn.Module):
         """``cache``: an empty ``LayerCache`` (from ``new_cache``) to fill with this prefix's keys
         and values, positions 0 .. n - 1, for incremental decoding after it."""
         b, n, _ = x.shape
+        groups = self.head_patterns()
+        if cache is None and self.d_qk == self.d_model and len(groups) == 1:
+            # One pattern over all heads, q/k/v of one width: the projection goes in packed
+            # (the Triton kernels then write its gradient whole; other backends take views).
+            out = sparse_attention_packed(self.qkv(x), self.n_heads, groups[0][1],
+                                          causal=self.causal, key_padding_mask=key_padding_mask,
+                                          scale=1.0 / math.sqrt(self.d_model // self.n_heads),
+                                          backend=self.backend)
+            return self.proj(out.transpose(1, 2).reshape(b, n, self.d_model))
         q, k, v = self.project(x)
         if q.shape[-1] > v.shape[-1]:
             raise ValueError("qk_ratio > 1 is not supported")

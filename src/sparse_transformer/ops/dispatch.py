@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 from typing import Callable
 
 import torch
@@ -274,6 +275,34 @@ def sparse_attention(q, k, v, pattern: Pattern, causal: bool = True, key_padding
                       scale=scale, return_lse=return_lse, **extra)
         return _square_call(BACKENDS[backend], q, k, v, pattern, causal, key_padding_mask,
                             scale, return_lse, **extra)
+
+
+# Packed q/k/v (``sparse_attention_packed``) through the Triton kernels: off until it has been
+# timed and compiled on a GPU; SPARSE_TRANSFORMER_PACKED_QKV=1 turns it on.
+PACKED_QKV = os.environ.get("SPARSE_TRANSFORMER_PACKED_QKV", "0") == "1"
+
+
+def sparse_attention_packed(qkv, heads: int, pattern: Pattern, causal: bool = True,
+                            key_padding_mask=None, scale=None, backend: str = "auto"):
+    """``sparse_attention`` of q, k, v packed in one (batch, seq, 3 x heads x head_dim) tensor
+    (one linear layer's projection: q, then k, then v, heads within each). Where the Triton
+    backend runs it (and ``PACKED_QKV`` is on), its kernels read the packed tensor and write its
+    gradient whole, with no concatenation of dq, dk, dv; every other backend gets q, k, v as
+    views. Returns (batch, heads, seq, head_dim)."""
+    from .triton.backend import unpack_qkv
+
+    q, k, v = unpack_qkv(qkv, heads)
+    if PACKED_QKV and q.numel() > 0:
+        validate(q, k, v, pattern, causal, key_padding_mask, scale, None, None)
+        chosen = choose_backend(q, pattern, causal, key_padding_mask) if backend == "auto" else backend
+        if chosen == "triton":
+            from .triton.backend import triton_attention_packed
+
+            with _no_autocast(q.device.type):
+                return triton_attention_packed(qkv, heads, pattern, causal, key_padding_mask,
+                                               scale)
+    return sparse_attention(q, k, v, pattern, causal=causal, key_padding_mask=key_padding_mask,
+                            scale=scale, backend=backend)
 
 
 def _no_autocast(device_type: str):

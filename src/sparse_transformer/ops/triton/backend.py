@@ -259,8 +259,10 @@ def _forward(q, k, v, kpm, plan: TritonPlan, scale: float):
     return out, lse
 
 
-def _backward(dout, dlse, q, k, v, out, lse, kpm, plans, scale: float):
-    """dq over the dq plan's query-major passes, dk/dv over the dk/dv plan's key-major passes."""
+def _backward(dout, dlse, q, k, v, out, lse, kpm, plans, scale: float, grads=None):
+    """dq over the dq plan's query-major passes, dk/dv over the dk/dv plan's key-major passes.
+    ``grads``: (dq, dk, dv) to write into, of q's shape at any strides (views of one packed
+    gradient); by default new contiguous tensors."""
     kern = _kernels()
     b, h, n, d = q.shape
     dev = q.device
@@ -271,7 +273,8 @@ def _backward(dout, dlse, q, k, v, out, lse, kpm, plans, scale: float):
     total = b * h * n
     block_d = max(16, triton_next_pow2(d))
     strides = _strides(q, k, v)
-    i64 = _needs_i64(q.shape, strides, max(qplan.block, kplan.block))
+    i64 = _needs_i64(q.shape, strides + (_strides(*grads) if grads is not None else ()),
+                     max(qplan.block, kplan.block))
     launch(kern._delta_kernel, (triton_cdiv(total, 64),), (),
            (out, dout, dlse if dlse is not None else delta, delta), (),
            (total, d, dlse is not None, 64, block_d, i64))
@@ -279,9 +282,15 @@ def _backward(dout, dlse, q, k, v, out, lse, kpm, plans, scale: float):
     qpasses, kpasses = qplan.fwd, kplan.bwd
     # dk/dv: the last pass covers every key and writes the result; earlier passes accumulate in
     # float32 scratch, which starts from zeros unless the first pass covers every key itself.
-    alloc = torch.empty if kpasses[-1].covers_all else torch.zeros
-    dk = alloc(b, h, n, d, dtype=k.dtype, device=dev)
-    dv = alloc(b, h, n, d, dtype=v.dtype, device=dev)
+    if grads is not None:
+        dk, dv = grads[1], grads[2]
+        if not kpasses[-1].covers_all:
+            dk.zero_()
+            dv.zero_()
+    else:
+        alloc = torch.empty if kpasses[-1].covers_all else torch.zeros
+        dk = alloc(b, h, n, d, dtype=k.dtype, device=dev)
+        dv = alloc(b, h, n, d, dtype=v.dtype, device=dev)
     single = len(kpasses) == 1
     if single:
         acc_k, acc_v = dk, dv
@@ -301,7 +310,7 @@ def _backward(dout, dlse, q, k, v, out, lse, kpm, plans, scale: float):
         qpasses = ()
         dq = acc_q = dq_acc = torch.zeros(b, h, n, d, dtype=torch.float32, device=dev)
     else:
-        dq = torch.empty(b, h, n, d, dtype=q.dtype, device=dev)
+        dq = grads[0] if grads is not None else torch.empty(b, h, n, d, dtype=q.dtype, device=dev)
         acc_q = dq_acc = (torch.empty(b, h, n, d, dtype=torch.float32, device=dev)
                           if len(qpasses) > 1 else dq)
     empty = _empty_pass(dev)
@@ -320,22 +329,26 @@ def _backward(dout, dlse, q, k, v, out, lse, kpm, plans, scale: float):
                    (q, k, v, dout, lse, delta, dq_dst, acc_q, dk_dst, dv_dst, acc_k, acc_v, kpm_t,
                     qp_.tiles, qp_.order, qp_.rowptr, qp_.entries,
                     kp_.tiles, kp_.order, kp_.rowptr, kp_.entries, qplan.masks), floats,
-                   strides + (h, n, d, tq, qp_.entries.shape[1], tk, kp_.entries.shape[1])
+                   strides + _strides(dq_dst, dk_dst, dv_dst)
+                   + (h, n, d, tq, qp_.entries.shape[1], tk, kp_.entries.shape[1])
                    + qconsts + (has_kpm, i > 0, kv_seed, prec, i64))
             continue
         if qp is not None:
             launch(kern._dq_kernel, (tq, b * h), _launch_opts("dq", dev),
                    (q, k, v, dout, lse, delta, dq_dst, acc_q, kpm_t, qp.tiles, qp.order,
                     qp.rowptr, qp.entries, qplan.masks), floats,
-                   strides + (h, n, d, tq, qp.entries.shape[1]) + qconsts
+                   strides + dq_dst.stride()[:3] + (h, n, d, tq, qp.entries.shape[1]) + qconsts
                    + (has_kpm, i > 0, prec, i64))
         if kp is not None:
             launch(kern._dkdv_kernel, (tk, b * h), _launch_opts("dkdv", dev),
                    (q, k, v, dout, lse, delta, dk_dst, dv_dst, acc_k, acc_v, kpm_t, dq_acc,
                     kp.tiles, kp.order, kp.rowptr, kp.entries, kplan.masks), floats,
-                   strides + (h, n, d, tk, kp.entries.shape[1]) + kconsts
+                   strides + dk_dst.stride()[:3] + dv_dst.stride()[:3]
+                   + (h, n, d, tk, kp.entries.shape[1]) + kconsts
                    + (has_kpm, kv_seed, prec, atomic, i64))
     if atomic:
+        if grads is not None:
+            return grads[0].copy_(dq_acc), dk, dv
         return dq_acc.to(q.dtype), dk, dv
     return dq, dk, dv
 
@@ -500,4 +513,122 @@ def triton_attention(q, k, v, pattern: Pattern, causal: bool = True, key_padding
     q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
     plans = plan_set(pattern, n, h, causal, q.device, block)
     out, lse = _EagerSparseAttention.apply(q, k, v, key_padding_mask, plans, scale)
+    return (out, lse) if return_lse else out
+
+
+# -- packed q/k/v ---------------------------------------------------------------------------------
+# A layer that projects q, k and v with one linear layer hands its output here whole. The kernels
+# read q, k and v as strided views of it and write dq, dk and dv straight into one gradient of its
+# layout, so the backward needs no concatenation of three gradients into the projection's (a
+# copy of three activations per layer otherwise).
+
+def unpack_qkv(qkv: torch.Tensor, heads: int):
+    """q, k, v (B, heads, n, d) as views of ``qkv`` (B, n, 3 x heads x d)."""
+    b, n, width = qkv.shape
+    if heads < 1 or width % (3 * heads):
+        raise ValueError(f"qkv's last dimension ({width}) must be 3 x heads x head_dim "
+                         f"(heads = {heads})")
+    t = qkv.view(b, n, 3, heads, width // (3 * heads))
+    return tuple(t[:, :, i].transpose(1, 2) for i in range(3))
+
+
+def _packed_backward(dout, dlse, qkv, heads, out, lse, kpm, plans, scale):
+    dqkv = torch.empty_like(qkv, memory_format=torch.contiguous_format)
+    _backward(dout, dlse, *unpack_qkv(qkv, heads), out, lse, kpm, plans, scale,
+              grads=unpack_qkv(dqkv, heads))
+    return dqkv
+
+
+@torch.library.custom_op("sparse_transformer::triton_sparse_fwd_packed", mutates_args=())
+def _fwd_packed_op(qkv: torch.Tensor, heads: int, key_padding_mask: Optional[torch.Tensor],
+                   pattern_token: str, causal: bool, block: int,
+                   scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    q, k, v = unpack_qkv(qkv, heads)
+    check_inputs(q)
+    plans = _op_plans(pattern_token, q, causal, block)
+    return _forward(q, k, v, key_padding_mask, plans[0], _op_scale(scale, q))
+
+
+@_fwd_packed_op.register_fake
+def _fwd_packed_fake(qkv, heads, key_padding_mask, pattern_token, causal, block, scale):
+    b, n, width = qkv.shape
+    return (qkv.new_empty(b, heads, n, width // (3 * heads)),
+            qkv.new_empty(b, heads, n, dtype=torch.float32))
+
+
+@torch.library.custom_op("sparse_transformer::triton_sparse_bwd_packed", mutates_args=())
+def _bwd_packed_op(dout: torch.Tensor, dlse: Optional[torch.Tensor], qkv: torch.Tensor,
+                   heads: int, out: torch.Tensor, lse: torch.Tensor,
+                   key_padding_mask: Optional[torch.Tensor], pattern_token: str, causal: bool,
+                   block: int, scale: float) -> torch.Tensor:
+    q = unpack_qkv(qkv, heads)[0]
+    plans = _op_plans(pattern_token, q, causal, block)
+    return _packed_backward(dout, dlse, qkv, heads, out, lse, key_padding_mask, plans,
+                            _op_scale(scale, q))
+
+
+@_bwd_packed_op.register_fake
+def _bwd_packed_fake(dout, dlse, qkv, heads, out, lse, key_padding_mask, pattern_token, causal,
+                     block, scale):
+    return torch.empty_like(qkv, memory_format=torch.contiguous_format)
+
+
+def _setup_packed_context(ctx, inputs, output):
+    qkv, heads, kpm, token, causal, block, scale = inputs
+    out, lse = output
+    ctx.save_for_backward(qkv, out, lse, kpm)
+    ctx.heads, ctx.args = heads, (token, causal, block, scale)
+
+
+def _packed_autograd_backward(ctx, dout, dlse):
+    qkv, out, lse, kpm = ctx.saved_tensors
+    if dout is None:
+        dout = torch.zeros_like(out)
+    dqkv = _bwd_packed_op(dout, dlse, qkv, ctx.heads, out, lse, kpm, *ctx.args)
+    return dqkv, None, None, None, None, None, None
+
+
+_fwd_packed_op.register_autograd(_packed_autograd_backward, setup_context=_setup_packed_context)
+
+
+class _EagerPackedAttention(torch.autograd.Function):
+    """``_EagerSparseAttention`` for a packed q/k/v (outside torch.compile)."""
+
+    @staticmethod
+    def forward(ctx, qkv, heads, kpm, plans, scale):
+        out, lse = _forward(*unpack_qkv(qkv, heads), kpm, plans[0], scale)
+        ctx.save_for_backward(qkv, out, lse, kpm)
+        ctx.heads, ctx.plans, ctx.scale = heads, plans, scale
+        ctx.set_materialize_grads(False)
+        return out, lse
+
+    @staticmethod
+    def backward(ctx, dout, dlse):
+        qkv, out, lse, kpm = ctx.saved_tensors
+        if dout is None:
+            dout = torch.zeros_like(out)
+        return (_packed_backward(dout, dlse, qkv, ctx.heads, out, lse, kpm, ctx.plans,
+                                 ctx.scale), None, None, None, None)
+
+
+def triton_attention_packed(qkv, heads: int, pattern: Pattern, causal: bool = True,
+                            key_padding_mask=None, scale=None, return_lse: bool = False,
+                            block: int | None = None):
+    """``triton_attention`` of q, k, v packed in one (B, n, 3 x heads x head_dim) tensor, as
+    one linear layer projects them (q first, then k, then v; heads within each). Returns the
+    (B, heads, n, head_dim) output; the gradient comes back as one tensor of ``qkv``'s shape."""
+    if qkv.stride(-1) != 1:
+        qkv = qkv.contiguous()
+    if torch.compiler.is_compiling():
+        check_tensor(qkv)
+        scale = -1.0 if scale is None else float(scale)
+        out, lse = _fwd_packed_op(qkv, heads, key_padding_mask, pattern._token, causal,
+                                  -1 if block is None else block, scale)
+        return (out, lse) if return_lse else out
+    q = unpack_qkv(qkv, heads)[0]
+    check_inputs(q)
+    b, h, n, d = q.shape
+    scale = d ** -0.5 if scale is None else float(scale)
+    plans = plan_set(pattern, n, h, causal, q.device, block)
+    out, lse = _EagerPackedAttention.apply(qkv, heads, key_padding_mask, plans, scale)
     return (out, lse) if return_lse else out

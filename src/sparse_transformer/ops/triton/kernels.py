@@ -193,7 +193,7 @@ def _dq_step(q, do, lse2, delta, dq, K, V, b, h, kpos, mid, MASKS, KPM, skb, skh
 @triton.jit
 def _dq_tile(pid, Q, K, V, DO, LSE, DELTA, DQ, SEED_DQ, KPM,
              TILES, ORDER, ROWPTR, ENT, MASKS,
-             qk_scale, sm_scale, sqb, sqh, sqn, skb, skh, skn, svb, svh, svn,
+             qk_scale, sm_scale, sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sgb, sgh, sgn,
              H, N, D, T, E, HP_MUL,
              BLOCK: tl.constexpr, BLOCK_D: tl.constexpr, HAS_KPM: tl.constexpr,
              HAS_SEED: tl.constexpr, DOT_PREC: tl.constexpr, I64: tl.constexpr):
@@ -241,7 +241,8 @@ def _dq_tile(pid, Q, K, V, DO, LSE, DELTA, DQ, SEED_DQ, KPM,
     dq = dq * sm_scale
     if HAS_SEED:
         dq += tl.load(SEED_DQ + row[:, None] * D + offs_d[None, :], mask=qm, other=0.0)
-    tl.store(DQ + row[:, None] * D + offs_d[None, :], dq.to(DQ.dtype.element_ty), mask=qm)
+    tl.store(DQ + b * sgb + h * sgh + qpos[:, None] * sgn + offs_d[None, :],
+             dq.to(DQ.dtype.element_ty), mask=qm)
 
 
 @triton.jit
@@ -279,6 +280,7 @@ def _dkdv_step(k, v, kpad, dk, dv, Q, DO, LSE, DELTA, DQACC, b, h, H, qpos, mid,
 def _dkdv_tile(pid, Q, K, V, DO, LSE, DELTA, DK, DV, SEED_DK, SEED_DV, KPM, DQACC,
                TILES, ORDER, ROWPTR, ENT, MASKS,
                qk_scale, sm_scale, sqb, sqh, sqn, skb, skh, skn, svb, svh, svn,
+               sgkb, sgkh, sgkn, sgvb, sgvh, sgvn,
                H, N, D, T, E, HP_MUL,
                BLOCK: tl.constexpr, BLOCK_D: tl.constexpr, HAS_KPM: tl.constexpr,
                HAS_SEED: tl.constexpr, DOT_PREC: tl.constexpr, ATOMIC_DQ: tl.constexpr,
@@ -332,14 +334,17 @@ def _dkdv_tile(pid, Q, K, V, DO, LSE, DELTA, DK, DV, SEED_DK, SEED_DV, KPM, DQAC
     if HAS_SEED:
         dk += tl.load(SEED_DK + krow[:, None] * D + offs_d[None, :], mask=km, other=0.0)
         dv += tl.load(SEED_DV + krow[:, None] * D + offs_d[None, :], mask=km, other=0.0)
-    tl.store(DK + krow[:, None] * D + offs_d[None, :], dk.to(DK.dtype.element_ty), mask=km)
-    tl.store(DV + krow[:, None] * D + offs_d[None, :], dv.to(DV.dtype.element_ty), mask=km)
+    tl.store(DK + b * sgkb + h * sgkh + kpos[:, None] * sgkn + offs_d[None, :],
+             dk.to(DK.dtype.element_ty), mask=km)
+    tl.store(DV + b * sgvb + h * sgvh + kpos[:, None] * sgvn + offs_d[None, :],
+             dv.to(DV.dtype.element_ty), mask=km)
 
 
 @triton.jit
 def _bwd_kernel(Q, K, V, DO, LSE, DELTA, DQ, SEED_DQ, DK, DV, SEED_DK, SEED_DV, KPM,
                 QTILES, QORDER, QROWPTR, QENT, KTILES, KORDER, KROWPTR, KENT, MASKS,
                 qk_scale, sm_scale, sqb, sqh, sqn, skb, skh, skn, svb, svh, svn,
+                sgb, sgh, sgn, sgkb, sgkh, sgkn, sgvb, sgvh, sgvn,
                 H, N, D, TQ, EQ, TK, EK, HP_MUL,
                 BLOCK: tl.constexpr, BLOCK_D: tl.constexpr, HAS_KPM: tl.constexpr,
                 DQ_SEED: tl.constexpr, KV_SEED: tl.constexpr, DOT_PREC: tl.constexpr,
@@ -349,30 +354,33 @@ def _bwd_kernel(Q, K, V, DO, LSE, DELTA, DQ, SEED_DQ, DK, DV, SEED_DK, SEED_DV, 
     if pid < TQ:
         _dq_tile(pid, Q, K, V, DO, LSE, DELTA, DQ, SEED_DQ, KPM, QTILES, QORDER, QROWPTR, QENT,
                  MASKS, qk_scale, sm_scale, sqb, sqh, sqn, skb, skh, skn, svb, svh, svn,
-                 H, N, D, TQ, EQ, HP_MUL, BLOCK, BLOCK_D, HAS_KPM, DQ_SEED, DOT_PREC, I64)
+                 sgb, sgh, sgn, H, N, D, TQ, EQ, HP_MUL, BLOCK, BLOCK_D, HAS_KPM, DQ_SEED,
+                 DOT_PREC, I64)
     else:
         _dkdv_tile(pid - TQ, Q, K, V, DO, LSE, DELTA, DK, DV, SEED_DK, SEED_DV, KPM, DQ,
                    KTILES, KORDER, KROWPTR, KENT, MASKS, qk_scale, sm_scale, sqb, sqh, sqn, skb,
-                   skh, skn, svb, svh, svn, H, N, D, TK, EK, HP_MUL, BLOCK, BLOCK_D, HAS_KPM,
-                   KV_SEED, DOT_PREC, False, I64)
+                   skh, skn, svb, svh, svn, sgkb, sgkh, sgkn, sgvb, sgvh, sgvn, H, N, D, TK, EK,
+                   HP_MUL, BLOCK, BLOCK_D, HAS_KPM, KV_SEED, DOT_PREC, False, I64)
 
 
 @triton.jit
 def _dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, SEED_DQ, KPM, TILES, ORDER, ROWPTR, ENT, MASKS,
-               qk_scale, sm_scale, sqb, sqh, sqn, skb, skh, skn, svb, svh, svn,
+               qk_scale, sm_scale, sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sgb, sgh, sgn,
                H, N, D, T, E, HP_MUL,
                BLOCK: tl.constexpr, BLOCK_D: tl.constexpr, HAS_KPM: tl.constexpr,
                HAS_SEED: tl.constexpr, DOT_PREC: tl.constexpr, I64: tl.constexpr):
     """dq alone (for large passes, where one kernel per role keeps register use lower)."""
     _dq_tile(tl.program_id(0), Q, K, V, DO, LSE, DELTA, DQ, SEED_DQ, KPM, TILES, ORDER, ROWPTR,
              ENT, MASKS, qk_scale, sm_scale, sqb, sqh, sqn, skb, skh, skn, svb, svh, svn,
-             H, N, D, T, E, HP_MUL, BLOCK, BLOCK_D, HAS_KPM, HAS_SEED, DOT_PREC, I64)
+             sgb, sgh, sgn, H, N, D, T, E, HP_MUL, BLOCK, BLOCK_D, HAS_KPM, HAS_SEED, DOT_PREC,
+             I64)
 
 
 @triton.jit
 def _dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, SEED_DK, SEED_DV, KPM, DQACC,
                  TILES, ORDER, ROWPTR, ENT, MASKS,
                  qk_scale, sm_scale, sqb, sqh, sqn, skb, skh, skn, svb, svh, svn,
+                 sgkb, sgkh, sgkn, sgvb, sgvh, sgvn,
                  H, N, D, T, E, HP_MUL,
                  BLOCK: tl.constexpr, BLOCK_D: tl.constexpr, HAS_KPM: tl.constexpr,
                  HAS_SEED: tl.constexpr, DOT_PREC: tl.constexpr, ATOMIC_DQ: tl.constexpr,
@@ -382,5 +390,5 @@ def _dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, SEED_DK, SEED_DV, KPM, DQACC,
     in an order that varies from run to run)."""
     _dkdv_tile(tl.program_id(0), Q, K, V, DO, LSE, DELTA, DK, DV, SEED_DK, SEED_DV, KPM, DQACC,
                TILES, ORDER, ROWPTR, ENT, MASKS, qk_scale, sm_scale, sqb, sqh, sqn, skb, skh,
-               skn, svb, svh, svn, H, N, D, T, E, HP_MUL, BLOCK, BLOCK_D, HAS_KPM, HAS_SEED,
-               DOT_PREC, ATOMIC_DQ, I64)
+               skn, svb, svh, svn, sgkb, sgkh, sgkn, sgvb, sgvh, sgvn, H, N, D, T, E, HP_MUL,
+               BLOCK, BLOCK_D, HAS_KPM, HAS_SEED, DOT_PREC, ATOMIC_DQ, I64)
