@@ -538,6 +538,19 @@ def _out_and_grad(fn, qkv, h, kpm, packed):
     return out.detach(), x.grad
 
 
+def _packed_and_views(pattern, qkv, h, kpm):
+    """(output, qkv's gradient) through the packed Triton entry, then through q, k, v views."""
+    from sparse_transformer.ops.triton.backend import triton_attention_packed
+
+    packed = _out_and_grad(lambda x, h, m: triton_attention_packed(x, h, pattern,
+                                                                   key_padding_mask=m),
+                           qkv, h, kpm, packed=True)
+    views = _out_and_grad(lambda q, k, v, m: triton_attention(q, k, v, pattern,
+                                                              key_padding_mask=m),
+                          qkv, h, kpm, packed=False)
+    return packed, views
+
+
 @needs_interp
 @pytest.mark.parametrize("pattern,atomic,fuse", [
     (P.Strided(8), False, True), (P.Strided(8), True, False), (P.Strided(8), False, False),
@@ -554,11 +567,7 @@ def test_interp_packed_qkv_matches_views(pattern, atomic, fuse, monkeypatch):
     b, n, h, d = 2, 45, 2, 16
     qkv = _packed(b, n, h, d, torch.float32, "cpu")
     kpm = _padding(b, n, "cpu")
-    po, pg = _out_and_grad(lambda x, h, m: backend.triton_attention_packed(
-        x, h, pattern, key_padding_mask=m), qkv, h, kpm, packed=True)
-    vo, vg = _out_and_grad(lambda q, k, v, m: triton_attention(q, k, v, pattern,
-                                                               key_padding_mask=m),
-                           qkv, h, kpm, packed=False)
+    (po, pg), (vo, vg) = _packed_and_views(pattern, qkv, h, kpm)
     ro, rg = _out_and_grad(lambda q, k, v, m: reference_attention(q, k, v, pattern,
                                                                   key_padding_mask=m),
                            qkv, h, kpm, packed=False)
@@ -619,15 +628,8 @@ def test_unpack_qkv_names_a_bad_width():
 @gpu
 @pytest.mark.parametrize("pattern", [P.Strided(128), P.Fixed(128, 32)], ids=["strided", "fixed"])
 def test_gpu_packed_qkv_matches_views(pattern):
-    from sparse_transformer.ops.triton import backend
-
     b, n, h, d = 2, 2049, 4, 64
     qkv = _packed(b, n, h, d, torch.bfloat16, "cuda")
-    kpm = _padding(b, n, "cuda")
-    po, pg = _out_and_grad(lambda x, h, m: backend.triton_attention_packed(
-        x, h, pattern, key_padding_mask=m), qkv, h, kpm, packed=True)
-    vo, vg = _out_and_grad(lambda q, k, v, m: triton_attention(q, k, v, pattern,
-                                                               key_padding_mask=m),
-                           qkv, h, kpm, packed=False)
+    (po, pg), (vo, vg) = _packed_and_views(pattern, qkv, h, _padding(b, n, "cuda"))
     torch.testing.assert_close(po, vo, rtol=1e-2, atol=1e-2)
     torch.testing.assert_close(pg, vg, rtol=1e-2, atol=1e-2)
