@@ -18,6 +18,8 @@ import torch.nn.functional as F
 from ..patterns import Dense, Pattern
 from .blocked import blocked_attention
 from .reference import reference_attention
+# Pure PyTorch at import (Triton itself is imported on a kernel's first launch).
+from .triton.backend import triton_attention_packed, unpack_qkv
 
 BACKENDS: dict[str, Callable] = {"reference": reference_attention, "blocked": blocked_attention}
 _FORCED: list[str] = []
@@ -289,15 +291,11 @@ def sparse_attention_packed(qkv, heads: int, pattern: Pattern, causal: bool = Tr
     backend runs it (and ``PACKED_QKV`` is on), its kernels read the packed tensor and write its
     gradient whole, with no concatenation of dq, dk, dv; every other backend gets q, k, v as
     views. Returns (batch, heads, seq, head_dim)."""
-    from .triton.backend import unpack_qkv
-
     q, k, v = unpack_qkv(qkv, heads)
     if PACKED_QKV and q.numel() > 0:
         validate(q, k, v, pattern, causal, key_padding_mask, scale, None, None)
         chosen = choose_backend(q, pattern, causal, key_padding_mask) if backend == "auto" else backend
         if chosen == "triton":
-            from .triton.backend import triton_attention_packed
-
             with _no_autocast(q.device.type):
                 return triton_attention_packed(qkv, heads, pattern, causal, key_padding_mask,
                                                scale)
