@@ -568,6 +568,7 @@ def test_interp_packed_qkv_matches_views(pattern, atomic, fuse, monkeypatch):
     qkv = _packed(b, n, h, d, torch.float32, "cpu")
     kpm = _padding(b, n, "cpu")
     (po, pg), (vo, vg) = _packed_and_views(pattern, qkv, h, kpm)
+    assert po.transpose(1, 2).is_contiguous()  # token-major: merging the heads is a view
     ro, rg = _out_and_grad(lambda q, k, v, m: reference_attention(q, k, v, pattern,
                                                                   key_padding_mask=m),
                            qkv, h, kpm, packed=False)
@@ -592,6 +593,39 @@ def test_interp_packed_qkv_inside_torch_compile():
     got = torch.autograd.grad(compiled(qkv), qkv)[0]
     want = torch.autograd.grad(f(qkv), qkv)[0]
     torch.testing.assert_close(got, want)
+
+    # The fake implementation gives the real output's (token-major) strides, so the traced
+    # head merge is a view exactly where the real one is.
+    def merged(x):
+        out = backend.triton_attention_packed(x, 2, pattern)
+        return out.transpose(1, 2).reshape(1, 40, 32)
+
+    torch._dynamo.reset()
+    got = torch.compile(merged, backend="aot_eager", fullgraph=True)(qkv)
+    want = merged(qkv)
+    assert want.is_contiguous() and got.stride() == want.stride()
+    torch.testing.assert_close(got, want)
+
+
+@needs_interp
+@pytest.mark.parametrize("layout", ["token-major", "every-other-row"])
+def test_interp_backward_reads_the_output_gradient_at_its_strides(layout):
+    """dO is read where it lies (token-major, as a head merge's gradient arrives, or any other
+    strides with unit last stride): the same gradients as from a contiguous copy."""
+    b, n, h, d = 2, 37, 2, 16
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(b, h, n, d, generator=g).requires_grad_() for _ in range(3))
+    kpm = _padding(b, n, "cpu")
+    out = triton_attention(q, k, v, P.Strided(8), key_padding_mask=kpm)
+    if layout == "token-major":
+        dout = torch.randn(b, n, h, d, generator=g).transpose(1, 2)
+    else:
+        dout = torch.randn(b, h, 2 * n, d, generator=g)[:, :, ::2]
+    assert not dout.is_contiguous() and dout.stride(-1) == 1
+    got = torch.autograd.grad(out, (q, k, v), dout, retain_graph=True)
+    want = torch.autograd.grad(out, (q, k, v), dout.contiguous())
+    for x, y in zip(got, want):
+        torch.testing.assert_close(x, y, rtol=1e-6, atol=1e-6)
 
 
 @needs_interp

@@ -237,16 +237,19 @@ def _kpm_arg(kpm, like):
     return kpm.contiguous().view(torch.uint8), True
 
 
-def _forward(q, k, v, kpm, plan: TritonPlan, scale: float):
+def _forward(q, k, v, kpm, plan: TritonPlan, scale: float, token_major: bool = False):
+    """(out, lse). ``token_major``: out is a (B, H, n, d) view of a (B, n, H, d) tensor, so that
+    merging the heads (``out.transpose(1, 2).reshape(B, n, H * d)``) is a view, not a copy."""
     kern = _kernels()
     b, h, n, d = q.shape
-    out = torch.empty(b, h, n, d, dtype=q.dtype, device=q.device)
+    out = (torch.empty(b, n, h, d, dtype=q.dtype, device=q.device).transpose(1, 2) if token_major
+           else torch.empty(b, h, n, d, dtype=q.dtype, device=q.device))
     lse = torch.empty(b, h, n, dtype=torch.float32, device=q.device)
     kpm_t, has_kpm = _kpm_arg(kpm, lse)
     passes = plan.fwd
     scratch = torch.empty(b, h, n, d, dtype=torch.float32, device=q.device) if len(passes) > 1 else out
     strides, consts, prec = _strides(q, k, v), _tile_consts(plan, d), _dot_prec(q.dtype)
-    i64 = _needs_i64(q.shape, strides, plan.block)
+    i64 = _needs_i64(q.shape, strides + out.stride()[:3], plan.block)
     opts = _launch_opts("fwd", q.device)
     floats = (scale * kern.LOG2E,)
     for i, ps in enumerate(passes):
@@ -254,8 +257,8 @@ def _forward(q, k, v, kpm, plan: TritonPlan, scale: float):
         launch(kern._fwd_kernel, (ps.num_tiles, b * h), opts,
                (q, k, v, dst, lse, scratch, lse, kpm_t, ps.tiles, ps.order, ps.rowptr,
                 ps.entries, plan.masks), floats,
-               strides + (h, n, d, ps.num_tiles, ps.entries.shape[1]) + consts
-               + (has_kpm, i > 0, prec, i64))
+               strides + dst.stride()[:3] + (h, n, d, ps.num_tiles, ps.entries.shape[1])
+               + consts + (has_kpm, i > 0, prec, i64))
     return out, lse
 
 
@@ -267,17 +270,20 @@ def _backward(dout, dlse, q, k, v, out, lse, kpm, plans, scale: float, grads=Non
     b, h, n, d = q.shape
     dev = q.device
     _, qplan, kplan = plans
-    dout = dout.contiguous()
+    if dout.stride(-1) != 1:  # the kernels read dO at any batch, head and position strides
+        dout = dout.contiguous()
     dlse = dlse.float().contiguous() if dlse is not None else None
     delta = torch.empty(b, h, n, dtype=torch.float32, device=dev)
     total = b * h * n
     block_d = max(16, triton_next_pow2(d))
     strides = _strides(q, k, v)
-    i64 = _needs_i64(q.shape, strides + (_strides(*grads) if grads is not None else ()),
+    do_strides = dout.stride()[:3]
+    i64 = _needs_i64(q.shape, strides + _strides(out, dout, dout)
+                     + (_strides(*grads) if grads is not None else ()),
                      max(qplan.block, kplan.block))
     launch(kern._delta_kernel, (triton_cdiv(total, 64),), (),
            (out, dout, dlse if dlse is not None else delta, delta), (),
-           (total, d, dlse is not None, 64, block_d, i64))
+           out.stride()[:3] + do_strides + (total, h, n, d, dlse is not None, 64, block_d, i64))
     kpm_t, has_kpm = _kpm_arg(kpm, delta)
     qpasses, kpasses = qplan.fwd, kplan.bwd
     # dk/dv: the last pass covers every key and writes the result; earlier passes accumulate in
@@ -329,7 +335,7 @@ def _backward(dout, dlse, q, k, v, out, lse, kpm, plans, scale: float, grads=Non
                    (q, k, v, dout, lse, delta, dq_dst, acc_q, dk_dst, dv_dst, acc_k, acc_v, kpm_t,
                     qp_.tiles, qp_.order, qp_.rowptr, qp_.entries,
                     kp_.tiles, kp_.order, kp_.rowptr, kp_.entries, qplan.masks), floats,
-                   strides + _strides(dq_dst, dk_dst, dv_dst)
+                   strides + do_strides + _strides(dq_dst, dk_dst, dv_dst)
                    + (h, n, d, tq, qp_.entries.shape[1], tk, kp_.entries.shape[1])
                    + qconsts + (has_kpm, i > 0, kv_seed, prec, i64))
             continue
@@ -337,13 +343,13 @@ def _backward(dout, dlse, q, k, v, out, lse, kpm, plans, scale: float, grads=Non
             launch(kern._dq_kernel, (tq, b * h), _launch_opts("dq", dev),
                    (q, k, v, dout, lse, delta, dq_dst, acc_q, kpm_t, qp.tiles, qp.order,
                     qp.rowptr, qp.entries, qplan.masks), floats,
-                   strides + dq_dst.stride()[:3] + (h, n, d, tq, qp.entries.shape[1]) + qconsts
+                   strides + do_strides + dq_dst.stride()[:3] + (h, n, d, tq, qp.entries.shape[1]) + qconsts
                    + (has_kpm, i > 0, prec, i64))
         if kp is not None:
             launch(kern._dkdv_kernel, (tk, b * h), _launch_opts("dkdv", dev),
                    (q, k, v, dout, lse, delta, dk_dst, dv_dst, acc_k, acc_v, kpm_t, dq_acc,
                     kp.tiles, kp.order, kp.rowptr, kp.entries, kplan.masks), floats,
-                   strides + dk_dst.stride()[:3] + dv_dst.stride()[:3]
+                   strides + do_strides + dk_dst.stride()[:3] + dv_dst.stride()[:3]
                    + (h, n, d, tk, kp.entries.shape[1]) + kconsts
                    + (has_kpm, kv_seed, prec, atomic, i64))
     if atomic:
@@ -546,13 +552,13 @@ def _fwd_packed_op(qkv: torch.Tensor, heads: int, key_padding_mask: Optional[tor
     q, k, v = unpack_qkv(qkv, heads)
     check_inputs(q)
     plans = _op_plans(pattern_token, q, causal, block)
-    return _forward(q, k, v, key_padding_mask, plans[0], _op_scale(scale, q))
+    return _forward(q, k, v, key_padding_mask, plans[0], _op_scale(scale, q), token_major=True)
 
 
 @_fwd_packed_op.register_fake
 def _fwd_packed_fake(qkv, heads, key_padding_mask, pattern_token, causal, block, scale):
-    b, n, width = qkv.shape
-    return (qkv.new_empty(b, heads, n, width // (3 * heads)),
+    b, n, width = qkv.shape  # the output is token-major, as the real op's (strides must agree)
+    return (qkv.new_empty(b, n, heads, width // (3 * heads)).transpose(1, 2),
             qkv.new_empty(b, heads, n, dtype=torch.float32))
 
 
@@ -596,7 +602,7 @@ class _EagerPackedAttention(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, qkv, heads, kpm, plans, scale):
-        out, lse = _forward(*unpack_qkv(qkv, heads), kpm, plans[0], scale)
+        out, lse = _forward(*unpack_qkv(qkv, heads), kpm, plans[0], scale, token_major=True)
         ctx.save_for_backward(qkv, out, lse, kpm)
         ctx.heads, ctx.plans, ctx.scale = heads, plans, scale
         ctx.set_materialize_grads(False)
@@ -616,7 +622,10 @@ def triton_attention_packed(qkv, heads: int, pattern: Pattern, causal: bool = Tr
                             block: int | None = None):
     """``triton_attention`` of q, k, v packed in one (B, n, 3 x heads x head_dim) tensor, as
     one linear layer projects them (q first, then k, then v; heads within each). Returns the
-    (B, heads, n, head_dim) output; the gradient comes back as one tensor of ``qkv``'s shape."""
+    (B, heads, n, head_dim) output as a view of a token-major (B, n, heads, head_dim) tensor, so
+    ``out.transpose(1, 2).reshape(B, n, heads * head_dim)`` copies nothing (and the gradient
+    arriving through it is read in place); the gradient comes back as one tensor of ``qkv``'s
+    shape."""
     if qkv.stride(-1) != 1:
         qkv = qkv.contiguous()
     if torch.compiler.is_compiling():

@@ -89,7 +89,7 @@ def _fwd_step(q, m_i, l_i, acc, K, V, b, h, kpos, mid, MASKS, KPM, skb, skh, skn
 @triton.jit
 def _fwd_kernel(Q, K, V, O, LSE, SEED_O, SEED_LSE, KPM,
                 TILES, ORDER, ROWPTR, ENT, MASKS,
-                qk_scale, sqb, sqh, sqn, skb, skh, skn, svb, svh, svn,
+                qk_scale, sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sob, soh, son,
                 H, N, D, T, E, HP_MUL,
                 BLOCK: tl.constexpr, BLOCK_D: tl.constexpr, HAS_KPM: tl.constexpr,
                 HAS_SEED: tl.constexpr, DOT_PREC: tl.constexpr, I64: tl.constexpr):
@@ -146,21 +146,30 @@ def _fwd_kernel(Q, K, V, O, LSE, SEED_O, SEED_LSE, KPM,
     out = acc / tl.where(nonempty, l_i, 1.0)[:, None]
     lse = tl.where(nonempty, (m_i + tl.log2(tl.where(nonempty, l_i, 1.0))) * 0.6931471805599453,
                    float("-inf"))
-    tl.store(O + row[:, None] * D + offs_d[None, :], out.to(O.dtype.element_ty),
-             mask=qin[:, None] & dmask[None, :])
+    tl.store(O + b * sob + h * soh + qpos[:, None] * son + offs_d[None, :],
+             out.to(O.dtype.element_ty), mask=qin[:, None] & dmask[None, :])
     tl.store(LSE + row, lse, mask=qin)
 
 
 @triton.jit
-def _delta_kernel(O, DO, DLSE, DELTA, total, D, HAS_DLSE: tl.constexpr,
-                  ROWS: tl.constexpr, BLOCK_D: tl.constexpr, I64: tl.constexpr):
+def _delta_kernel(O, DO, DLSE, DELTA, sob, soh, son, sdb, sdh, sdn, total, H, N, D,
+                  HAS_DLSE: tl.constexpr, ROWS: tl.constexpr, BLOCK_D: tl.constexpr,
+                  I64: tl.constexpr):
+    """delta = rowsum(O * dO) (minus the log-sum-exp's gradient), over rows r = (b * H + h) * N
+    + position of O and dO at their own strides."""
     r = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
     if I64:
         r = r.to(tl.int64)
+    bh = r // N
+    pos = r % N
+    b = bh // H
+    h = bh % H
     offs_d = tl.arange(0, BLOCK_D)
     m = (r < total)[:, None] & (offs_d < D)[None, :]
-    o = tl.load(O + r[:, None] * D + offs_d[None, :], mask=m, other=0.0).to(tl.float32)
-    do = tl.load(DO + r[:, None] * D + offs_d[None, :], mask=m, other=0.0).to(tl.float32)
+    o = tl.load(O + (b * sob + h * soh + pos * son)[:, None] + offs_d[None, :], mask=m,
+                other=0.0).to(tl.float32)
+    do = tl.load(DO + (b * sdb + h * sdh + pos * sdn)[:, None] + offs_d[None, :], mask=m,
+                 other=0.0).to(tl.float32)
     delta = tl.sum(o * do, 1)
     if HAS_DLSE:
         delta -= tl.load(DLSE + r, mask=r < total, other=0.0)
@@ -193,8 +202,8 @@ def _dq_step(q, do, lse2, delta, dq, K, V, b, h, kpos, mid, MASKS, KPM, skb, skh
 @triton.jit
 def _dq_tile(pid, Q, K, V, DO, LSE, DELTA, DQ, SEED_DQ, KPM,
              TILES, ORDER, ROWPTR, ENT, MASKS,
-             qk_scale, sm_scale, sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sgb, sgh, sgn,
-             H, N, D, T, E, HP_MUL,
+             qk_scale, sm_scale, sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sdb, sdh, sdn,
+             sgb, sgh, sgn, H, N, D, T, E, HP_MUL,
              BLOCK: tl.constexpr, BLOCK_D: tl.constexpr, HAS_KPM: tl.constexpr,
              HAS_SEED: tl.constexpr, DOT_PREC: tl.constexpr, I64: tl.constexpr):
     bh = tl.program_id(1)
@@ -215,7 +224,8 @@ def _dq_tile(pid, Q, K, V, DO, LSE, DELTA, DQ, SEED_DQ, KPM,
     qm = qin[:, None] & dmask[None, :]
     row = (b * H + h) * N + qpos
     q = tl.load(Q + b * sqb + h * sqh + qpos[:, None] * sqn + offs_d[None, :], mask=qm, other=0.0)
-    do = tl.load(DO + row[:, None] * D + offs_d[None, :], mask=qm, other=0.0)
+    do = tl.load(DO + b * sdb + h * sdh + qpos[:, None] * sdn + offs_d[None, :], mask=qm,
+                 other=0.0)
     lse2 = _load_lse2(LSE, row, qin)
     delta = tl.load(DELTA + row, mask=qin, other=0.0)
     dq = tl.zeros([BLOCK, BLOCK_D], tl.float32)
@@ -247,7 +257,7 @@ def _dq_tile(pid, Q, K, V, DO, LSE, DELTA, DQ, SEED_DQ, KPM,
 
 @triton.jit
 def _dkdv_step(k, v, kpad, dk, dv, Q, DO, LSE, DELTA, DQACC, b, h, H, qpos, mid, MASKS, sqb, sqh,
-               sqn, N, D, qk_scale, sm_scale, offs, offs_d, dmask, BLOCK: tl.constexpr,
+               sqn, sdb, sdh, sdn, N, D, qk_scale, sm_scale, offs, offs_d, dmask, BLOCK: tl.constexpr,
                MASKED: tl.constexpr, HAS_KPM: tl.constexpr, DOT_PREC: tl.constexpr,
                ATOMIC_DQ: tl.constexpr):
     """dk and dv from one query tile (scores held transposed: keys x queries). With
@@ -256,7 +266,8 @@ def _dkdv_step(k, v, kpad, dk, dv, Q, DO, LSE, DELTA, DQACC, b, h, H, qpos, mid,
     qm = qin[:, None] & dmask[None, :]
     row = (b * H + h) * N + qpos
     q = tl.load(Q + b * sqb + h * sqh + qpos[:, None] * sqn + offs_d[None, :], mask=qm, other=0.0)
-    do = tl.load(DO + row[:, None] * D + offs_d[None, :], mask=qm, other=0.0)
+    do = tl.load(DO + b * sdb + h * sdh + qpos[:, None] * sdn + offs_d[None, :], mask=qm,
+                 other=0.0)
     lse2 = _load_lse2(LSE, row, qin)
     delta = tl.load(DELTA + row, mask=qin, other=0.0)
     st = tl.dot(k, tl.trans(q), input_precision=DOT_PREC) * qk_scale
@@ -280,7 +291,7 @@ def _dkdv_step(k, v, kpad, dk, dv, Q, DO, LSE, DELTA, DQACC, b, h, H, qpos, mid,
 def _dkdv_tile(pid, Q, K, V, DO, LSE, DELTA, DK, DV, SEED_DK, SEED_DV, KPM, DQACC,
                TILES, ORDER, ROWPTR, ENT, MASKS,
                qk_scale, sm_scale, sqb, sqh, sqn, skb, skh, skn, svb, svh, svn,
-               sgkb, sgkh, sgkn, sgvb, sgvh, sgvn,
+               sdb, sdh, sdn, sgkb, sgkh, sgkn, sgvb, sgvh, sgvn,
                H, N, D, T, E, HP_MUL,
                BLOCK: tl.constexpr, BLOCK_D: tl.constexpr, HAS_KPM: tl.constexpr,
                HAS_SEED: tl.constexpr, DOT_PREC: tl.constexpr, ATOMIC_DQ: tl.constexpr,
@@ -318,16 +329,17 @@ def _dkdv_tile(pid, Q, K, V, DO, LSE, DELTA, DK, DV, SEED_DK, SEED_DV, KPM, DQAC
         pat = _pattern(seg, jump, offs)
         if mid >= 0:
             dk, dv = _dkdv_step(k, v, kpad, dk, dv, Q, DO, LSE, DELTA, DQACC, b, h, H,
-                                start + pat, mid, MASKS, sqb, sqh, sqn, N, D, qk_scale, sm_scale,
+                                start + pat, mid, MASKS, sqb, sqh, sqn, sdb, sdh, sdn, N, D, qk_scale, sm_scale,
                                 offs, offs_d, dmask, BLOCK, True, HAS_KPM, DOT_PREC, ATOMIC_DQ)
         elif count == 1:
             dk, dv = _dkdv_step(k, v, kpad, dk, dv, Q, DO, LSE, DELTA, DQACC, b, h, H,
-                                start + pat, mid, MASKS, sqb, sqh, sqn, N, D, qk_scale, sm_scale,
+                                start + pat, mid, MASKS, sqb, sqh, sqn, sdb, sdh, sdn, N, D, qk_scale, sm_scale,
                                 offs, offs_d, dmask, BLOCK, False, HAS_KPM, DOT_PREC, ATOMIC_DQ)
         else:
             for j in range(count):
                 dk, dv = _dkdv_step(k, v, kpad, dk, dv, Q, DO, LSE, DELTA, DQACC, b, h, H,
-                                    start + j * step + pat, mid, MASKS, sqb, sqh, sqn, N, D,
+                                    start + j * step + pat, mid, MASKS, sqb, sqh, sqn, sdb, sdh,
+                                    sdn, N, D,
                                     qk_scale, sm_scale, offs, offs_d, dmask, BLOCK, False,
                                     HAS_KPM, DOT_PREC, ATOMIC_DQ)
     dk = dk * sm_scale
@@ -343,7 +355,7 @@ def _dkdv_tile(pid, Q, K, V, DO, LSE, DELTA, DK, DV, SEED_DK, SEED_DV, KPM, DQAC
 @triton.jit
 def _bwd_kernel(Q, K, V, DO, LSE, DELTA, DQ, SEED_DQ, DK, DV, SEED_DK, SEED_DV, KPM,
                 QTILES, QORDER, QROWPTR, QENT, KTILES, KORDER, KROWPTR, KENT, MASKS,
-                qk_scale, sm_scale, sqb, sqh, sqn, skb, skh, skn, svb, svh, svn,
+                qk_scale, sm_scale, sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sdb, sdh, sdn,
                 sgb, sgh, sgn, sgkb, sgkh, sgkn, sgvb, sgvh, sgvn,
                 H, N, D, TQ, EQ, TK, EK, HP_MUL,
                 BLOCK: tl.constexpr, BLOCK_D: tl.constexpr, HAS_KPM: tl.constexpr,
@@ -354,32 +366,33 @@ def _bwd_kernel(Q, K, V, DO, LSE, DELTA, DQ, SEED_DQ, DK, DV, SEED_DK, SEED_DV, 
     if pid < TQ:
         _dq_tile(pid, Q, K, V, DO, LSE, DELTA, DQ, SEED_DQ, KPM, QTILES, QORDER, QROWPTR, QENT,
                  MASKS, qk_scale, sm_scale, sqb, sqh, sqn, skb, skh, skn, svb, svh, svn,
-                 sgb, sgh, sgn, H, N, D, TQ, EQ, HP_MUL, BLOCK, BLOCK_D, HAS_KPM, DQ_SEED,
+                 sdb, sdh, sdn, sgb, sgh, sgn, H, N, D, TQ, EQ, HP_MUL, BLOCK, BLOCK_D, HAS_KPM, DQ_SEED,
                  DOT_PREC, I64)
     else:
         _dkdv_tile(pid - TQ, Q, K, V, DO, LSE, DELTA, DK, DV, SEED_DK, SEED_DV, KPM, DQ,
                    KTILES, KORDER, KROWPTR, KENT, MASKS, qk_scale, sm_scale, sqb, sqh, sqn, skb,
-                   skh, skn, svb, svh, svn, sgkb, sgkh, sgkn, sgvb, sgvh, sgvn, H, N, D, TK, EK,
+                   skh, skn, svb, svh, svn, sdb, sdh, sdn, sgkb, sgkh, sgkn, sgvb, sgvh, sgvn, H,
+                   N, D, TK, EK,
                    HP_MUL, BLOCK, BLOCK_D, HAS_KPM, KV_SEED, DOT_PREC, False, I64)
 
 
 @triton.jit
 def _dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, SEED_DQ, KPM, TILES, ORDER, ROWPTR, ENT, MASKS,
-               qk_scale, sm_scale, sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sgb, sgh, sgn,
-               H, N, D, T, E, HP_MUL,
+               qk_scale, sm_scale, sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sdb, sdh, sdn,
+               sgb, sgh, sgn, H, N, D, T, E, HP_MUL,
                BLOCK: tl.constexpr, BLOCK_D: tl.constexpr, HAS_KPM: tl.constexpr,
                HAS_SEED: tl.constexpr, DOT_PREC: tl.constexpr, I64: tl.constexpr):
     """dq alone (for large passes, where one kernel per role keeps register use lower)."""
     _dq_tile(tl.program_id(0), Q, K, V, DO, LSE, DELTA, DQ, SEED_DQ, KPM, TILES, ORDER, ROWPTR,
              ENT, MASKS, qk_scale, sm_scale, sqb, sqh, sqn, skb, skh, skn, svb, svh, svn,
-             sgb, sgh, sgn, H, N, D, T, E, HP_MUL, BLOCK, BLOCK_D, HAS_KPM, HAS_SEED, DOT_PREC,
+             sdb, sdh, sdn, sgb, sgh, sgn, H, N, D, T, E, HP_MUL, BLOCK, BLOCK_D, HAS_KPM, HAS_SEED, DOT_PREC,
              I64)
 
 
 @triton.jit
 def _dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, SEED_DK, SEED_DV, KPM, DQACC,
                  TILES, ORDER, ROWPTR, ENT, MASKS,
-                 qk_scale, sm_scale, sqb, sqh, sqn, skb, skh, skn, svb, svh, svn,
+                 qk_scale, sm_scale, sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sdb, sdh, sdn,
                  sgkb, sgkh, sgkn, sgvb, sgvh, sgvn,
                  H, N, D, T, E, HP_MUL,
                  BLOCK: tl.constexpr, BLOCK_D: tl.constexpr, HAS_KPM: tl.constexpr,
@@ -390,5 +403,6 @@ def _dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, SEED_DK, SEED_DV, KPM, DQACC,
     in an order that varies from run to run)."""
     _dkdv_tile(tl.program_id(0), Q, K, V, DO, LSE, DELTA, DK, DV, SEED_DK, SEED_DV, KPM, DQACC,
                TILES, ORDER, ROWPTR, ENT, MASKS, qk_scale, sm_scale, sqb, sqh, sqn, skb, skh,
-               skn, svb, svh, svn, sgkb, sgkh, sgkn, sgvb, sgvh, sgvn, H, N, D, T, E, HP_MUL,
+               skn, svb, svh, svn, sdb, sdh, sdn, sgkb, sgkh, sgkn, sgvb, sgvh, sgvn, H, N, D, T,
+               E, HP_MUL,
                BLOCK, BLOCK_D, HAS_KPM, HAS_SEED, DOT_PREC, ATOMIC_DQ, I64)
