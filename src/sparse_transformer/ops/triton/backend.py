@@ -237,13 +237,14 @@ def _kpm_arg(kpm, like):
     return kpm.contiguous().view(torch.uint8), True
 
 
-def _forward(q, k, v, kpm, plan: TritonPlan, scale: float, token_major: bool = False):
-    """(out, lse). ``token_major``: out is a (B, H, n, d) view of a (B, n, H, d) tensor, so that
-    merging the heads (``out.transpose(1, 2).reshape(B, n, H * d)``) is a view, not a copy."""
+def _forward(q, k, v, kpm, plan: TritonPlan, scale: float):
+    """(out, lse). out is a (B, H, n, d) view of a token-major (B, n, H, d) tensor (as flash
+    attention lays its output out), so that merging the heads
+    (``out.transpose(1, 2).reshape(B, n, H * d)``) is a view, not a copy, and the gradient that
+    comes back through it is read where it lies."""
     kern = _kernels()
     b, h, n, d = q.shape
-    out = (torch.empty(b, n, h, d, dtype=q.dtype, device=q.device).transpose(1, 2) if token_major
-           else torch.empty(b, h, n, d, dtype=q.dtype, device=q.device))
+    out = torch.empty(b, n, h, d, dtype=q.dtype, device=q.device).transpose(1, 2)
     lse = torch.empty(b, h, n, dtype=torch.float32, device=q.device)
     kpm_t, has_kpm = _kpm_arg(kpm, lse)
     passes = plan.fwd
@@ -440,8 +441,8 @@ def _fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
 
 @_fwd_op.register_fake
 def _fwd_fake(q, k, v, key_padding_mask, pattern_token, causal, block, scale):
-    b, h, n, d = q.shape
-    return (q.new_empty(b, h, n, d), q.new_empty(b, h, n, dtype=torch.float32))
+    b, h, n, d = q.shape  # token-major, as the real output (strides must agree)
+    return (q.new_empty(b, n, h, d).transpose(1, 2), q.new_empty(b, h, n, dtype=torch.float32))
 
 
 @torch.library.custom_op("sparse_transformer::triton_sparse_bwd", mutates_args=())
@@ -503,7 +504,9 @@ class _EagerSparseAttention(torch.autograd.Function):
 
 def triton_attention(q, k, v, pattern: Pattern, causal: bool = True, key_padding_mask=None,
                      scale=None, return_lse: bool = False, block: int | None = None):
-    """Sparse attention through the fused Triton kernels (see the module docstring)."""
+    """Sparse attention through the fused Triton kernels (see the module docstring). The
+    (B, H, n, d) output is token-major in memory (a view of (B, n, H, d)), as flash attention's
+    is: merging heads with ``out.transpose(1, 2).reshape(B, n, H * d)`` copies nothing."""
     if torch.compiler.is_compiling():
         # Package and environment look-ups would break the graph on some torch versions; the
         # op checks them again when it runs.
@@ -552,7 +555,7 @@ def _fwd_packed_op(qkv: torch.Tensor, heads: int, key_padding_mask: Optional[tor
     q, k, v = unpack_qkv(qkv, heads)
     check_inputs(q)
     plans = _op_plans(pattern_token, q, causal, block)
-    return _forward(q, k, v, key_padding_mask, plans[0], _op_scale(scale, q), token_major=True)
+    return _forward(q, k, v, key_padding_mask, plans[0], _op_scale(scale, q))
 
 
 @_fwd_packed_op.register_fake
@@ -602,7 +605,7 @@ class _EagerPackedAttention(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, qkv, heads, kpm, plans, scale):
-        out, lse = _forward(*unpack_qkv(qkv, heads), kpm, plans[0], scale, token_major=True)
+        out, lse = _forward(*unpack_qkv(qkv, heads), kpm, plans[0], scale)
         ctx.save_for_backward(qkv, out, lse, kpm)
         ctx.heads, ctx.plans, ctx.scale = heads, plans, scale
         ctx.set_materialize_grads(False)
