@@ -244,7 +244,8 @@ def _forward(q, k, v, kpm, plan: TritonPlan, scale: float):
     comes back through it is read where it lies."""
     kern = _kernels()
     b, h, n, d = q.shape
-    out = torch.empty(b, n, h, d, dtype=q.dtype, device=q.device).transpose(1, 2)
+    out = torch.empty_strided((b, h, n, d), (n * h * d, d, h * d, 1), dtype=q.dtype,
+                              device=q.device)
     lse = torch.empty(b, h, n, dtype=torch.float32, device=q.device)
     kpm_t, has_kpm = _kpm_arg(kpm, lse)
     passes = plan.fwd
