@@ -27,6 +27,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
 
 from sparse_transformer import patterns as P  # noqa: E402
 from sparse_transformer.ops.triton import backend as tb  # noqa: E402
+from sparse_transformer.ops.triton import tuning  # noqa: E402
 
 PATTERNS = {"strided": P.Strided(128), "fixed": P.Fixed(128, 32), "local": P.Local(256)}
 
@@ -158,8 +159,9 @@ def sweep(n=16384, d=64, patterns=None):
     GPU time from CUDA graphs, so host overhead does not blur the comparison."""
     h = heads_for(n, d)
     default = {r: dict(c) for r, c in tb.TUNING.items()}
-    fuse = tb.FUSE_BWD_BELOW
+    fuse, table_on = tb.FUSE_BWD_BELOW, tuning.USE_TABLE
     tb.FUSE_BWD_BELOW = 0
+    tuning.USE_TABLE = False  # every call takes TUNING, which the sweep sets
     out = []
     for name in patterns or PATTERNS:
         pat = PATTERNS[name]
@@ -185,7 +187,7 @@ def sweep(n=16384, d=64, patterns=None):
                             best = row
             tb.TUNING[role].update(default[role])
             print(f"  sweep best {name} n={n} d={d} {role}: {best}", flush=True)
-    tb.FUSE_BWD_BELOW = fuse
+    tb.FUSE_BWD_BELOW, tuning.USE_TABLE = fuse, table_on
     return out
 
 
@@ -198,6 +200,11 @@ def main(argv=None):
     ap.add_argument("--sweep", type=int, nargs="?", const=64, default=None,
                     help="sweep launch configurations per kernel role for this head_dim "
                          "(default 64) at the first --n")
+    ap.add_argument("--write-tuning", metavar="PATH",
+                    help="with --sweep: merge the fastest setting per pattern kind and role "
+                         "into the tuning table at PATH (created from the packaged one); point "
+                         "SPARSE_TRANSFORMER_TUNING at it, or copy it over "
+                         "src/sparse_transformer/ops/triton/tuning.json")
     ap.add_argument("--profile", action="store_true", help="profile a small case and exit")
     ap.add_argument("--atomic-dq", action="store_true",
                     help="also time the one-pass backward (dq added atomically) and the "
@@ -218,6 +225,12 @@ def main(argv=None):
         if os.environ.get("OUT"):
             with open(os.path.join(os.environ["OUT"], "gpu_sweep.json"), "w") as f:
                 json.dump(sweeps, f, indent=1)
+        if args.write_tuning:
+            kinds = {name: type(p).__name__ for name, p in PATTERNS.items()}
+            tuning.write_table(args.write_tuning, tuning.best_entries(sweeps, kinds),
+                               dict(measured_on=info["device"], torch=info["torch"],
+                                    triton=info["triton"], date=time.strftime("%Y-%m-%d")))
+            print(f"tuning table written to {args.write_tuning}", flush=True)
         return
     for d in args.d:
         for n in args.n:

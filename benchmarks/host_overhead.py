@@ -83,7 +83,7 @@ def stub_launches() -> None:
     tb.interpreting = lambda: False  # interpreter; the fast path is the one a GPU takes
     tb.default_block = lambda device: 64  # the GPU's tile size and launch options
     gpu, opts = torch.device("cuda"), tb._launch_opts
-    tb._launch_opts = lambda role, device: opts(role, gpu)
+    tb._launch_opts = lambda role, device, *case: opts(role, gpu, *case)
     tb.torch = _torch_without_fills()
     tb.FAST_LAUNCH = True
     tb._COMPILED = _Compiled()

@@ -71,8 +71,10 @@ class SparseSelfAttention(nn.Module):
         capture or a timed step), instead of on the first call."""
         from ..ops.dispatch import prepare_attention
 
+        head_dim = self.d_model // self.n_heads  # q and k are padded to v's width if narrower
         for heads, pat in self.head_patterns():
-            prepare_attention(pat, seq_len, len(range(self.n_heads)[heads]), self.causal, device)
+            prepare_attention(pat, seq_len, len(range(self.n_heads)[heads]), self.causal, device,
+                              head_dim)
 
     def project(self, x: torch.Tensor):
         b, n, _ = x.shape

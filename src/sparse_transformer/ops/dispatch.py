@@ -312,15 +312,17 @@ def _no_autocast(device_type: str):
     return contextlib.nullcontext()
 
 
-def prepare_attention(pattern: Pattern, n: int, heads: int, causal: bool, device) -> None:
+def prepare_attention(pattern: Pattern, n: int, heads: int, causal: bool, device,
+                      head_dim: int | None = None) -> None:
     """Build now what the GPU backends would build on their first call for this problem (the
-    Triton plans), so that it is not allocated inside a CUDA-graph capture or a timed step."""
+    Triton plans, whose tile sizes may be tuned per ``head_dim``), so that it is not allocated
+    inside a CUDA-graph capture or a timed step."""
     device = torch.device(device)
     if device.type != "cuda" or isinstance(pattern, Dense) or "triton" not in BACKENDS:
         return
     from .triton.backend import prepare
 
-    prepare(pattern, n, heads, causal, device)
+    prepare(pattern, n, heads, causal, device, head_dim)
 
 
 def _register_gpu_backends() -> None:

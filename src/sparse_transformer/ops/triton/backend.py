@@ -30,6 +30,7 @@ import torch
 from ...patterns import Pattern
 from ...patterns.base import by_token
 from ..cache import LRUCache
+from . import tuning
 from .plan import RUN, Pass, TritonPlan, build_plan
 
 MAX_HEAD_DIM = 128
@@ -118,17 +119,12 @@ def _canonical(device) -> torch.device:
     return device
 
 
-# Launch settings per kernel role: tile size (None: ``default_block``), warps and pipeline stages
-# (the stages Triton's software pipeliner gives the affine loop over a run's full tiles).
-# 64-tiles with 4 warps won every role and pattern in an H100 sweep of the earlier, entry-by-entry
-# kernels (``benchmarks/gpu.py --sweep``, GPU time from CUDA graphs, n = 16384); the stages are
-# the ones that sweep chose. The run-based loops have not been swept yet (docs/benchmarks.md).
+# Default launch settings per kernel role: tile size (None: ``default_block``), warps and
+# pipeline stages (the stages Triton's software pipeliner gives the affine loop over a run's full
+# tiles), from ``tuning.json``, which says how they were measured. Settings measured per
+# (pattern kind, head dim, dtype) in that table take precedence (``ops/triton/tuning.py``).
 # Benchmarks may change these at run time.
-TUNING = {
-    "fwd": dict(block=None, num_warps=4, num_stages=3),
-    "dq": dict(block=None, num_warps=4, num_stages=2),
-    "dkdv": dict(block=None, num_warps=4, num_stages=2),
-}
+TUNING = tuning.DEFAULT
 # Computed (tile pair x batch x head) count under which dq and dk/dv share a launch: fusing saves
 # host time on small problems (strided and local at n = 4096, H = 16: about 5,000) and costs GPU
 # time on larger ones (strided at 16384: 0.91 ms fused against 0.83 ms apart, H100).
@@ -152,35 +148,53 @@ def _atomic_dq(qplan: TritonPlan) -> bool:
     return ATOMIC_DQ is True or len(qplan.fwd) > 1
 
 
-def _role_block(role: str, device: torch.device, block: int | None) -> int:
+def _settings(role: str, kind: str, head_dim: int | None, dtype) -> dict:
+    """The launch settings of ``role`` for this case: the tuning table's entry, else
+    ``TUNING``'s defaults (``head_dim`` None: the defaults)."""
+    if head_dim is not None and tuning.INDEX and tuning.USE_TABLE:
+        e = tuning.entry(role, kind, head_dim, dtype)
+        if e is not None:
+            return e
+    return TUNING[role]
+
+
+def _role_block(role: str, device: torch.device, block: int | None, kind: str = "",
+                head_dim: int | None = None, dtype=None) -> int:
     if block is not None:
         return block
-    b = TUNING[role]["block"]
+    b = _settings(role, kind, head_dim, dtype)["block"]
     return default_block(device) if b is None or device.type == "cpu" else b
 
 
 def plan_set(pattern: Pattern, n: int, heads: int, causal: bool, device,
-             block: int | None = None) -> tuple[TritonPlan, TritonPlan, TritonPlan]:
-    """The (forward, dq, dk/dv) plans; each role may use its own tile size. Built on a miss,
-    so a caller may always ask again (an evicted set is rebuilt, equal to the first)."""
-    blocks = tuple(TUNING[r]["block"] for r in ("fwd", "dq", "dkdv"))
+             block: int | None = None, head_dim: int | None = None,
+             dtype=None) -> tuple[TritonPlan, TritonPlan, TritonPlan]:
+    """The (forward, dq, dk/dv) plans; each role may use its own tile size (tuned per pattern
+    kind, ``head_dim`` and ``dtype``, see ``tuning.py``). Built on a miss, so a caller may always
+    ask again (an evicted set is rebuilt, equal to the first)."""
+    kind = type(pattern).__name__
+    blocks = tuple(_settings(r, kind, head_dim, dtype)["block"] for r in ("fwd", "dq", "dkdv"))
     fast = (pattern, n, heads, causal, device, block, blocks)
     plans = _PLAN_SETS.get(fast)
     if plans is not None:
         return plans
     dev = _canonical(device)
-    plans = tuple(get_plan(pattern, n, heads, causal, dev, _role_block(r, dev, block))[1]
+    plans = tuple(get_plan(pattern, n, heads, causal, dev,
+                           _role_block(r, dev, block, kind, head_dim, dtype))[1]
                   for r in ("fwd", "dq", "dkdv"))
     if not (dev.type == "cuda" and torch.device(device).index is None):  # "cuda" follows the
         _PLAN_SETS[fast] = plans                                           # current device
     return plans
 
 
-def prepare(pattern: Pattern, n: int, heads: int, causal: bool, device) -> None:
+def prepare(pattern: Pattern, n: int, heads: int, causal: bool, device,
+            head_dim: int | None = None) -> None:
     """Allocate now every device tensor a call for this problem keeps (its plans, the fused
     backward's placeholder pass): inside a CUDA-graph capture, tensors allocated and kept past
-    the capture would belong to the graph's private memory pool."""
-    plan_set(pattern, n, heads, causal, device)
+    the capture would belong to the graph's private memory pool. With ``head_dim``, the plans
+    of both dtype classes (their tuned tile sizes may differ)."""
+    for dtype in ((None,) if head_dim is None else (torch.bfloat16, torch.float32)):
+        plan_set(pattern, n, heads, causal, device, head_dim=head_dim, dtype=dtype)
     _empty_pass(_canonical(device))
 
 
@@ -188,11 +202,12 @@ def prepare(pattern: Pattern, n: int, heads: int, causal: bool, device) -> None:
 _PLAN_SETS: LRUCache = LRUCache(CACHE_SIZES["plan_sets"])
 
 
-def _launch_opts(role: str, device: torch.device) -> tuple:
+def _launch_opts(role: str, device: torch.device, kind: str = "", head_dim: int | None = None,
+                 dtype=None) -> tuple:
     """Launch options of a kernel role as (name, value) pairs (none under the interpreter)."""
     if device.type == "cpu":
         return ()
-    t = TUNING[role]
+    t = _settings(role, kind, head_dim, dtype)
     return (("num_warps", t["num_warps"]), ("num_stages", t["num_stages"]))
 
 
@@ -252,7 +267,7 @@ def _forward(q, k, v, kpm, plan: TritonPlan, scale: float):
     scratch = torch.empty(b, h, n, d, dtype=torch.float32, device=q.device) if len(passes) > 1 else out
     strides, consts, prec = _strides(q, k, v), _tile_consts(plan, d), _dot_prec(q.dtype)
     i64 = _needs_i64(q.shape, strides + out.stride()[:3], plan.block)
-    opts = _launch_opts("fwd", q.device)
+    opts = _launch_opts("fwd", q.device, plan.kind, d, q.dtype)
     floats = (scale * kern.LOG2E,)
     for i, ps in enumerate(passes):
         dst = out if i == len(passes) - 1 else scratch
@@ -272,6 +287,7 @@ def _backward(dout, dlse, q, k, v, out, lse, kpm, plans, scale: float, grads=Non
     b, h, n, d = q.shape
     dev = q.device
     _, qplan, kplan = plans
+    kind = qplan.kind
     if dout.stride(-1) != 1:  # the kernels read dO at any batch, head and position strides
         dout = dout.contiguous()
     dlse = dlse.float().contiguous() if dlse is not None else None
@@ -333,7 +349,7 @@ def _backward(dout, dlse, q, k, v, out, lse, kpm, plans, scale: float, grads=Non
                                   dv if klast else acc_v)
         if fuse:
             qp_, kp_ = qp or empty, kp or empty
-            launch(kern._bwd_kernel, (tq + tk, b * h), _launch_opts("dq", dev),
+            launch(kern._bwd_kernel, (tq + tk, b * h), _launch_opts("dq", dev, kind, d, q.dtype),
                    (q, k, v, dout, lse, delta, dq_dst, acc_q, dk_dst, dv_dst, acc_k, acc_v, kpm_t,
                     qp_.tiles, qp_.order, qp_.rowptr, qp_.entries,
                     kp_.tiles, kp_.order, kp_.rowptr, kp_.entries, qplan.masks), floats,
@@ -342,13 +358,13 @@ def _backward(dout, dlse, q, k, v, out, lse, kpm, plans, scale: float, grads=Non
                    + qconsts + (has_kpm, i > 0, kv_seed, prec, i64))
             continue
         if qp is not None:
-            launch(kern._dq_kernel, (tq, b * h), _launch_opts("dq", dev),
+            launch(kern._dq_kernel, (tq, b * h), _launch_opts("dq", dev, kind, d, q.dtype),
                    (q, k, v, dout, lse, delta, dq_dst, acc_q, kpm_t, qp.tiles, qp.order,
                     qp.rowptr, qp.entries, qplan.masks), floats,
                    strides + do_strides + dq_dst.stride()[:3] + (h, n, d, tq, qp.entries.shape[1]) + qconsts
                    + (has_kpm, i > 0, prec, i64))
         if kp is not None:
-            launch(kern._dkdv_kernel, (tk, b * h), _launch_opts("dkdv", dev),
+            launch(kern._dkdv_kernel, (tk, b * h), _launch_opts("dkdv", dev, kind, d, q.dtype),
                    (q, k, v, dout, lse, delta, dk_dst, dv_dst, acc_k, acc_v, kpm_t, dq_acc,
                     kp.tiles, kp.order, kp.rowptr, kp.entries, kplan.masks), floats,
                    strides + do_strides + dk_dst.stride()[:3] + dv_dst.stride()[:3]
@@ -424,7 +440,8 @@ def triton_cdiv(a: int, b: int) -> int:
 # pattern object crosses into the graph (torch 2.11 cannot turn a frozen dataclass into one).
 def _op_plans(pattern_token: str, q: torch.Tensor, causal: bool, block: int):
     b, h, n, d = q.shape
-    return plan_set(by_token(pattern_token), n, h, causal, q.device, block if block > 0 else None)
+    return plan_set(by_token(pattern_token), n, h, causal, q.device, block if block > 0 else None,
+                    d, q.dtype)
 
 
 def _op_scale(scale: float, q: torch.Tensor) -> float:
@@ -521,7 +538,7 @@ def triton_attention(q, k, v, pattern: Pattern, causal: bool = True, key_padding
     b, h, n, d = q.shape
     scale = d ** -0.5 if scale is None else float(scale)
     q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
-    plans = plan_set(pattern, n, h, causal, q.device, block)
+    plans = plan_set(pattern, n, h, causal, q.device, block, d, q.dtype)
     out, lse = _EagerSparseAttention.apply(q, k, v, key_padding_mask, plans, scale)
     return (out, lse) if return_lse else out
 
@@ -642,6 +659,6 @@ def triton_attention_packed(qkv, heads: int, pattern: Pattern, causal: bool = Tr
     check_inputs(q)
     b, h, n, d = q.shape
     scale = d ** -0.5 if scale is None else float(scale)
-    plans = plan_set(pattern, n, h, causal, q.device, block)
+    plans = plan_set(pattern, n, h, causal, q.device, block, d, q.dtype)
     out, lse = _EagerPackedAttention.apply(qkv, heads, key_padding_mask, plans, scale)
     return (out, lse) if return_lse else out

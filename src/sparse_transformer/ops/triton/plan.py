@@ -70,6 +70,7 @@ class TritonPlan:
     fwd: tuple[Pass, ...]  # query-major passes (forward and dq)
     bwd: tuple[Pass, ...]  # key-major passes (dk and dv)
     tiles_computed: int  # (query tile, key tile) pairs computed per head group
+    kind: str = ""  # the pattern's class name: the launch settings are tuned per kind
 
     @property
     def pairs_computed(self) -> int:
@@ -505,7 +506,7 @@ def _build_cached(pattern, n, heads, causal, device, block):
         fwd.append(_merged_token_pass(token, heads))
     tiles = sum(s.tiles for s in sets) // heads
     return TritonPlan(n, block, causal, heads, masks.to(torch.int8).contiguous(), tuple(fwd),
-                      bwd, tiles)
+                      bwd, tiles, type(pattern).__name__)
 
 
 def _merged_token_pass(sets: list[_PartPairs], heads: int) -> Pass:
