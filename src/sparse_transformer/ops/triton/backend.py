@@ -173,7 +173,10 @@ def plan_set(pattern: Pattern, n: int, heads: int, causal: bool, device,
     kind, ``head_dim`` and ``dtype``, see ``tuning.py``). Built on a miss, so a caller may always
     ask again (an evicted set is rebuilt, equal to the first)."""
     kind = type(pattern).__name__
-    blocks = tuple(_settings(r, kind, head_dim, dtype)["block"] for r in ("fwd", "dq", "dkdv"))
+    if head_dim is not None and tuning.INDEX and tuning.USE_TABLE:
+        blocks = tuple(_settings(r, kind, head_dim, dtype)["block"] for r in ("fwd", "dq", "dkdv"))
+    else:  # no table entries (today's packaged table): the defaults, without a lookup
+        blocks = (TUNING["fwd"]["block"], TUNING["dq"]["block"], TUNING["dkdv"]["block"])
     fast = (pattern, n, heads, causal, device, block, blocks)
     plans = _PLAN_SETS.get(fast)
     if plans is not None:
