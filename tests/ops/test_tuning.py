@@ -130,3 +130,4 @@ def test_environment_names_another_table(tmp_path, monkeypatch):
         monkeypatch.delenv("SPARSE_TRANSFORMER_TUNING")
         tuning.reload()
     assert tuning.INDEX == before
+    assert tb.TUNING is tuning.DEFAULT  # reloading updates the backend's defaults in place

@@ -75,11 +75,13 @@ def load_table(path: str) -> dict:
 
 
 def reload(path: str | None = None) -> None:
-    """Read the table (``path``, else ``table_path()``) into ``INDEX`` and ``DEFAULT``."""
-    global INDEX, DEFAULT
+    """Read the table (``path``, else ``table_path()``) into ``INDEX`` and ``DEFAULT`` (in place:
+    ``backend.TUNING`` is the same dict)."""
+    global INDEX
     table = load_table(path or table_path())
     INDEX = table["index"]
-    DEFAULT = {r: dict(s) for r, s in table["default"].items()}
+    DEFAULT.clear()
+    DEFAULT.update({r: dict(s) for r, s in table["default"].items()})
 
 
 INDEX: dict = {}
