@@ -151,11 +151,8 @@ def _atomic_dq(qplan: TritonPlan) -> bool:
 def _settings(role: str, kind: str, head_dim: int | None, dtype) -> dict:
     """The launch settings of ``role`` for this case: the tuning table's entry, else
     ``TUNING``'s defaults (``head_dim`` None: the defaults)."""
-    if head_dim is not None and tuning.INDEX and tuning.USE_TABLE:
-        e = tuning.entry(role, kind, head_dim, dtype)
-        if e is not None:
-            return e
-    return TUNING[role]
+    e = tuning.entry(role, kind, head_dim, dtype) if head_dim is not None else None
+    return TUNING[role] if e is None else e
 
 
 def _role_block(role: str, device: torch.device, block: int | None, kind: str = "",
@@ -242,11 +239,7 @@ def _needs_i64(shape, strides: tuple, block: int) -> bool:
 def _tile_consts(plan: TritonPlan, d: int) -> tuple:
     """(HP_MUL, BLOCK, BLOCK_D): whether the plan has a pattern per head, its tile size, and the
     head dim padded to a power of two (at least 16)."""
-    return (1 if plan.heads > 1 else 0, plan.block, max(16, triton_next_pow2(d)))
-
-
-def triton_next_pow2(x: int) -> int:
-    return 1 << max(0, (x - 1).bit_length())
+    return (1 if plan.heads > 1 else 0, plan.block, tuning.head_dim_class(d))
 
 
 def _kpm_arg(kpm, like):
@@ -296,7 +289,7 @@ def _backward(dout, dlse, q, k, v, out, lse, kpm, plans, scale: float, grads=Non
     dlse = dlse.float().contiguous() if dlse is not None else None
     delta = torch.empty(b, h, n, dtype=torch.float32, device=dev)
     total = b * h * n
-    block_d = max(16, triton_next_pow2(d))
+    block_d = tuning.head_dim_class(d)
     strides = _strides(q, k, v)
     do_strides = dout.stride()[:3]
     i64 = _needs_i64(q.shape, strides + _strides(out, dout, dout)

@@ -23,6 +23,8 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
+from ..crossover import dtype_class  # "16bit" or "fp32", as the crossover tables class dtypes
+
 TABLE = Path(__file__).with_name("tuning.json")
 ROLES = ("fwd", "dq", "dkdv")
 FIELDS = ("block", "num_warps", "num_stages")
@@ -32,10 +34,6 @@ USE_TABLE = True
 
 def table_path() -> str:
     return os.environ.get("SPARSE_TRANSFORMER_TUNING") or str(TABLE)
-
-
-def dtype_class(dtype) -> str:
-    return "fp32" if str(dtype).endswith("float32") else "16bit"
 
 
 def head_dim_class(head_dim: int) -> int:
