@@ -47,6 +47,7 @@ def test_triton_caches_stay_within_their_bounds():
     assert len(tb._PLANS) <= tb.CACHE_SIZES["plans"]
     assert len(tb._COMPILED) <= tb.CACHE_SIZES["launches"]
     assert len(tb._EMPTY) <= tb.CACHE_SIZES["empty_passes"]
+    assert len(tb._LAYOUTS) <= tb.CACHE_SIZES["layouts"]
 
 
 @needs_interp
@@ -55,6 +56,7 @@ def test_triton_backward_survives_eviction_of_its_plans(monkeypatch):
     the backward still uses the right plans, and a fresh call rebuilds them."""
     monkeypatch.setattr(tb, "_PLAN_SETS", LRUCache(1))
     monkeypatch.setattr(tb, "_PLANS", LRUCache(1))
+    monkeypatch.setattr(tb, "_LAYOUTS", LRUCache(1))
     pattern, other = P.Strided(4), P.Fixed(8, 2)
 
     def evicting(q, k, v, **kw):

@@ -446,9 +446,11 @@ def test_gpu_one_pass_backward_with_atomic_dq(pattern, monkeypatch):
 
 
 def test_direct_launch_cache(monkeypatch):
-    """After a first launch through ``kernel[grid]``, launches with the same argument
-    specialisation go straight to the compiled kernel; any other value or dtype goes back
-    through ``kernel[grid]``. A compiled kernel whose call fails switches direct launches off."""
+    """A launch binds its arguments by the kernel's own names, once. After a first launch
+    through ``kernel[grid]`` whose per-call tensors are aligned, it calls the compiled kernel
+    directly with the same arguments in the same order, and another launch of the same
+    specialisation finds that kernel; unaligned tensors go back through ``kernel[grid]``. A
+    compiled kernel whose call fails switches direct launches off."""
     from sparse_transformer.ops.triton import backend as tb
 
     calls = []
@@ -464,35 +466,86 @@ def test_direct_launch_cache(monkeypatch):
             def go(*args):
                 if self.fail:
                     raise TypeError("different launcher")
-                calls.append(("direct", grid, args[-1]))
+                calls.append(("direct", grid, args))
             return go
 
     class Kernel:
-        arg_names = ["X", "n", "BLOCK"]
+        arg_names = ["X", "scale", "n", "BLOCK"]
         fail = False
 
         def __getitem__(self, grid):
-            def go(**kw):
-                calls.append(("bound", grid, kw["BLOCK"]))
+            def go(*args, **opts):
+                calls.append(("bound", grid, args, opts))
                 return Compiled(self.fail)
             return go
 
     monkeypatch.setattr(tb, "interpreting", lambda: False)
     monkeypatch.setattr(tb, "FAST_LAUNCH", True)
     monkeypatch.setattr(tb, "_COMPILED", {})
-    kern, x = Kernel(), torch.zeros(4)
-    tb.launch(kern, (3, 2), (), (x,), (), (10, 64))
-    tb.launch(kern, (5, 2), (), (x,), (), (10, 64))
-    tb.launch(kern, (5, 2), (), (x,), (), (10, 128))       # another constexpr value
-    tb.launch(kern, (5, 2), (), (x.half(),), (), (10, 64))  # another dtype
-    assert [c[0] for c in calls] == ["bound", "direct", "bound", "bound"]
-    assert calls[1][1] == (5, 2, 1)
+    kern, x = Kernel(), torch.zeros(8)
+    named = dict(BLOCK=64, n=10, scale=tb._Slot("s"), X=tb._Slot("x"))  # any order
+    first = tb._Launch(kern, (3, 2), (("num_warps", 4),), named)
+    first.run(dict(x=x, s=0.5), tb._fast(x))
+    first.run(dict(x=x, s=0.25), tb._fast(x))
+    assert [c[0] for c in calls] == ["bound", "direct"]
+    assert calls[0][1] == calls[1][1] == (3, 2, 1) and calls[0][3] == {"num_warps": 4}
+    assert calls[1][2][0] is x and calls[1][2][1:] == (0.25, 10, 64)  # the kernel's order
+    tb._Launch(kern, (5, 2), (("num_warps", 4),), named).run(dict(x=x, s=1.0), tb._fast(x))
+    assert calls[-1][0] == "direct" and calls[-1][1] == (5, 2, 1)  # found, not compiled again
+    assert not tb._fast(x[1:])  # 4 bytes past a 16-byte boundary
+    first.run(dict(x=x[1:], s=1.0), tb._fast(x[1:]))
+    assert calls[-1][0] == "bound"
+    other = tb._Launch(kern, (3, 2), (("num_warps", 4),), dict(named, BLOCK=128))
+    other.run(dict(x=x, s=1.0), True)  # another constexpr value: another specialisation
+    assert calls[-1][0] == "bound" and calls[-1][2][-1] == 128
+    with pytest.raises(TypeError, match=r"missing \['scale'\], unknown \['Y'\]"):
+        tb._Launch(kern, (1,), (), dict(X=x, Y=1, n=1, BLOCK=16))
     bad = Kernel()
     bad.fail = True
     calls.clear()
-    tb.launch(bad, (1,), (), (x,), (), (3, 16))
-    tb.launch(bad, (1,), (), (x,), (), (3, 16))  # the direct call fails: launched the regular way
+    failing = tb._Launch(bad, (1,), (), dict(X=tb._Slot("x"), scale=1.0, n=3, BLOCK=16))
+    failing.run(dict(x=x), True)
+    failing.run(dict(x=x), True)  # the direct call fails: launched the regular way
     assert [c[0] for c in calls] == ["bound", "bound"] and tb.FAST_LAUNCH is False
+
+
+@needs_interp
+def test_layouts_follow_the_settings(monkeypatch):
+    """A call signature's launches are laid out once and used again; changing a launch setting,
+    the backward's policies or the strides gives a new layout, with the same results."""
+    from sparse_transformer.ops.triton import backend as tb
+
+    monkeypatch.setattr(tb, "_LAYOUTS", tb.LRUCache(8))
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 2, 37, 16, generator=g) for _ in range(3))
+    pattern = P.Strided(4)
+
+    def run():
+        out = tb.triton_attention(q, k, v, pattern)
+        return out, torch.autograd.grad(out, (q, k, v), out)
+
+    q.requires_grad_(), k.requires_grad_(), v.requires_grad_()
+    out, grads = run()
+    layouts = list(tb._LAYOUTS.values())
+    assert len(layouts) == 2  # forward, backward
+    run()
+    assert list(tb._LAYOUTS.values()) == layouts  # used again, not rebuilt
+    monkeypatch.setattr(tb, "ATOMIC_DQ", not tb._atomic_dq(layouts[1].plans[1]))
+    out3, grads3 = run()
+    assert len(tb._LAYOUTS) == 3  # a new backward; the forward's layout is the same
+    generation = tb.tuning.GENERATION
+    saved = dict(tb.TUNING["fwd"])
+    try:
+        tb.TUNING["fwd"]["num_warps"] = 2
+        assert tb.tuning.GENERATION > generation
+        out2, grads2 = run()
+    finally:
+        tb.TUNING["fwd"].update(saved)
+    assert len(tb._LAYOUTS) == 5
+    for a, b in zip((out, *grads), (out2, *grads2)):
+        assert torch.equal(a, b)
+    for a, b in zip((out, *grads), (out3, *grads3)):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
 def test_atomic_dq_policy(monkeypatch):

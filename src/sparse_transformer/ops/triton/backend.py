@@ -8,7 +8,8 @@ recently used entries go first): an eager call keeps its plans in its autograd c
 custom ops rebuild a plan evicted since their forward from the pattern's token.
 
 * in eager calls through an ``autograd.Function``, launching Triton's compiled kernels directly
-  after the first call (``launch``), because per-call argument binding dominates small problems;
+  after the first call, because per-call argument binding dominates small problems (each call
+  signature's launches are laid out once, ``_Launch``);
 * inside ``torch.compile`` through two registered custom ops (``sparse_transformer::
   triton_sparse_fwd`` / ``..._bwd``) with autograd wired through ``register_autograd``. The ops
   name the pattern by its token (``Pattern.token``) and look the plan up (or rebuild it) when
@@ -39,7 +40,8 @@ DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 # pairs (a few MB at n = 64K); a model uses one plan set per (pattern, length) it runs, and a
 # benchmark sweep a few dozen. Compiled launches are small handles, one per kernel
 # specialisation; placeholder passes one per device.
-CACHE_SIZES = {"plans": 64, "plan_sets": 64, "launches": 512, "empty_passes": 16}
+CACHE_SIZES = {"plans": 64, "plan_sets": 64, "launches": 512, "empty_passes": 16,
+               "layouts": 128}
 _PLANS: LRUCache = LRUCache(CACHE_SIZES["plans"])  # key string -> TritonPlan
 
 
@@ -248,79 +250,180 @@ def _kpm_arg(kpm, like):
     return kpm.contiguous().view(torch.uint8), True
 
 
+# -- launch layouts ---------------------------------------------------------------------------
+# A call's launches depend on its plans, shapes, strides, dtypes, flags and the launch settings,
+# not on its tensors' contents: each is described once per call signature, every kernel argument
+# given by name (checked against the kernel's own names), and kept as a ``_Launch``. A call then
+# allocates its outputs, fills the per-call slots (its tensors and the softmax scale) and
+# launches: no strides, flags, cache keys or launch options are worked out again.
+class _Slot(str):
+    """A per-call argument of a launch layout: the name of a value the call supplies."""
+
+    __slots__ = ()
+
+
+def _strided(prefix: str, strides) -> dict:
+    """Batch, head and position strides as the kernels name them (``sq`` -> sqb, sqh, sqn)."""
+    return {prefix + "b": strides[0], prefix + "h": strides[1], prefix + "n": strides[2]}
+
+
+def _contiguous_strides(b: int, h: int, n: int, d: int) -> tuple:
+    return (h * n * d, n * d, d)
+
+
+class _Launch:
+    """One kernel launch of a layout: grid, launch options and the arguments in the kernel's
+    order, per-call ones as slots. The compiled kernel is kept after the first launch whose
+    per-call tensors are 16-byte aligned (what Triton specialises tensors on; every other
+    argument is fixed here) and called directly from then on."""
+
+    __slots__ = ("kernel", "grid", "opts", "args", "slots", "compiled")
+
+    def __init__(self, kernel, grid: tuple, opts: tuple, named: dict):
+        names = list(kernel.arg_names)
+        if set(named) != set(names):
+            missing = [a for a in names if a not in named]
+            unknown = [a for a in named if a not in names]
+            raise TypeError(f"{getattr(kernel, '__name__', kernel)}: arguments missing {missing}, "
+                            f"unknown {unknown}")
+        self.kernel, self.opts = kernel, opts
+        self.grid = (grid[0], grid[1] if len(grid) > 1 else 1, 1)
+        self.args = [named[a] for a in names]
+        self.slots = tuple((i, a) for i, a in enumerate(self.args) if isinstance(a, _Slot))
+        self.compiled = None
+
+    def bind(self, values: dict) -> list:
+        args = self.args.copy()
+        for i, name in self.slots:
+            args[i] = values[name]
+        return args
+
+    def run(self, values: dict, fast: bool) -> None:
+        """Launch with the call's ``values``; ``fast``: direct launches are on and the call's
+        tensors are aligned."""
+        args = self.bind(values)
+        if fast and FAST_LAUNCH:
+            compiled = self.compiled
+            if compiled is None:
+                tensors = tuple(a for a in args if isinstance(a, torch.Tensor))
+                ints = tuple(a for a in args if not isinstance(a, (torch.Tensor, float)))
+                compiled = _COMPILED.get(_launch_key(self.kernel, self.opts, tensors, ints))
+            if compiled is not None:
+                try:
+                    compiled[self.grid](*args)
+                    self.compiled = compiled
+                    return
+                except (TypeError, AttributeError):  # a Triton whose compiled-kernel call differs
+                    _COMPILED.clear()
+                    globals()["FAST_LAUNCH"] = False
+        compiled = self.kernel[self.grid](*args, **dict(self.opts))
+        if fast and FAST_LAUNCH and hasattr(compiled, "__getitem__") and hasattr(compiled, "run"):
+            tensors = tuple(a for a in args if isinstance(a, torch.Tensor))
+            ints = tuple(a for a in args if not isinstance(a, (torch.Tensor, float)))
+            _COMPILED[_launch_key(self.kernel, self.opts, tensors, ints)] = compiled
+            self.compiled = compiled
+
+
+def _fast(*tensors) -> bool:
+    """Direct launches may serve this call: on a GPU, every per-call tensor 16-byte aligned."""
+    if not FAST_LAUNCH or interpreting():
+        return False
+    bits = 0
+    for t in tensors:
+        bits |= t.data_ptr()
+    return not bits & 15
+
+
+class _FwdLayout:
+    __slots__ = ("plan", "scratch", "launches")
+
+    def __init__(self, plan, scratch: bool, launches: list):
+        self.plan, self.scratch, self.launches = plan, scratch, launches
+
+
+def _fwd_layout(plan: TritonPlan, q, k, v, has_kpm: bool) -> _FwdLayout:
+    kern = _kernels()
+    b, h, n, d = q.shape
+    out_strides, scratch_strides = (n * h * d, d, h * d), _contiguous_strides(b, h, n, d)
+    strides = _strides(q, k, v)
+    hp_mul, block, block_d = _tile_consts(plan, d)
+    common = dict(Q=_Slot("q"), K=_Slot("k"), V=_Slot("v"), LSE=_Slot("lse"),
+                  SEED_O=_Slot("scratch"), SEED_LSE=_Slot("lse"), KPM=_Slot("kpm"),
+                  MASKS=plan.masks, qk_scale=_Slot("qk_scale"),
+                  **_strided("sq", strides[0:3]), **_strided("sk", strides[3:6]),
+                  **_strided("sv", strides[6:9]), H=h, N=n, D=d, HP_MUL=hp_mul, BLOCK=block,
+                  BLOCK_D=block_d, HAS_KPM=has_kpm, DOT_PREC=_dot_prec(q.dtype),
+                  I64=_needs_i64(q.shape, strides + out_strides, plan.block))
+    opts = _launch_opts("fwd", q.device, plan.kind, d, q.dtype)
+    launches = []
+    for i, ps in enumerate(plan.fwd):
+        last = i == len(plan.fwd) - 1
+        launches.append(_Launch(kern._fwd_kernel, (ps.num_tiles, b * h), opts, dict(
+            common, O=_Slot("out" if last else "scratch"), TILES=ps.tiles, ORDER=ps.order,
+            ROWPTR=ps.rowptr, ENT=ps.entries, T=ps.num_tiles, E=ps.entries.shape[1],
+            HAS_SEED=i > 0, **_strided("so", out_strides if last else scratch_strides))))
+    return _FwdLayout(plan, len(plan.fwd) > 1, launches)
+
+
+# call signature -> layout (each holds its plan, so an id in the key is never reused wrongly)
+_LAYOUTS: LRUCache = LRUCache(CACHE_SIZES["layouts"])
+
+
 def _forward(q, k, v, kpm, plan: TritonPlan, scale: float):
     """(out, lse). out is a (B, H, n, d) view of a token-major (B, n, H, d) tensor (as flash
     attention lays its output out), so that merging the heads
     (``out.transpose(1, 2).reshape(B, n, H * d)``) is a view, not a copy, and the gradient that
     comes back through it is read where it lies."""
-    kern = _kernels()
     b, h, n, d = q.shape
+    sig = ("fwd", id(plan), q.shape, q.stride(), k.stride(), v.stride(), q.dtype, k.dtype,
+           v.dtype, q.device, kpm is not None, tuning.GENERATION, tuning.USE_TABLE)
+    layout = _LAYOUTS.get(sig)
+    if layout is None or layout.plan is not plan:
+        layout = _LAYOUTS[sig] = _fwd_layout(plan, q, k, v, kpm is not None)
     out = torch.empty_strided((b, h, n, d), (n * h * d, d, h * d, 1), dtype=q.dtype,
                               device=q.device)
     lse = torch.empty(b, h, n, dtype=torch.float32, device=q.device)
-    kpm_t, has_kpm = _kpm_arg(kpm, lse)
-    passes = plan.fwd
-    scratch = torch.empty(b, h, n, d, dtype=torch.float32, device=q.device) if len(passes) > 1 else out
-    strides, consts, prec = _strides(q, k, v), _tile_consts(plan, d), _dot_prec(q.dtype)
-    i64 = _needs_i64(q.shape, strides + out.stride()[:3], plan.block)
-    opts = _launch_opts("fwd", q.device, plan.kind, d, q.dtype)
-    floats = (scale * kern.LOG2E,)
-    for i, ps in enumerate(passes):
-        dst = out if i == len(passes) - 1 else scratch
-        launch(kern._fwd_kernel, (ps.num_tiles, b * h), opts,
-               (q, k, v, dst, lse, scratch, lse, kpm_t, ps.tiles, ps.order, ps.rowptr,
-                ps.entries, plan.masks), floats,
-               strides + dst.stride()[:3] + (h, n, d, ps.num_tiles, ps.entries.shape[1])
-               + consts + (has_kpm, i > 0, prec, i64))
+    kpm_t = lse if kpm is None else kpm.contiguous().view(torch.uint8)
+    scratch = (torch.empty(b, h, n, d, dtype=torch.float32, device=q.device) if layout.scratch
+               else out)
+    values = dict(q=q, k=k, v=v, out=out, lse=lse, scratch=scratch, kpm=kpm_t,
+                  qk_scale=scale * _kernels().LOG2E)
+    fast = _fast(q, k, v, kpm_t)
+    for launch_ in layout.launches:
+        launch_.run(values, fast)
     return out, lse
 
 
-def _backward(dout, dlse, q, k, v, out, lse, kpm, plans, scale: float, grads=None):
-    """dq over the dq plan's query-major passes, dk/dv over the dk/dv plan's key-major passes.
-    ``grads``: (dq, dk, dv) to write into, of q's shape at any strides (views of one packed
-    gradient); by default new contiguous tensors."""
+class _BwdLayout:
+    __slots__ = ("plans", "kv_zero", "acc_kv", "acc_zero", "atomic", "acc_q", "launches")
+
+    def __init__(self, plans, **fields):
+        self.plans = plans
+        for name, value in fields.items():
+            setattr(self, name, value)
+
+
+def _bwd_layout(plans, q, k, v, out, dout, grads, has_dlse: bool, has_kpm: bool) -> _BwdLayout:
+    """The backward's launches: delta, then dq over the dq plan's query-major passes and dk/dv
+    over the dk/dv plan's key-major passes (or both in one launch per pass, or dq added up
+    atomically by the dk/dv programs), with what the call must allocate."""
     kern = _kernels()
     b, h, n, d = q.shape
     dev = q.device
     _, qplan, kplan = plans
     kind = qplan.kind
-    if dout.stride(-1) != 1:  # the kernels read dO at any batch, head and position strides
-        dout = dout.contiguous()
-    dlse = dlse.float().contiguous() if dlse is not None else None
-    delta = torch.empty(b, h, n, dtype=torch.float32, device=dev)
-    total = b * h * n
-    block_d = tuning.head_dim_class(d)
+    cont = _contiguous_strides(b, h, n, d)
     strides = _strides(q, k, v)
     do_strides = dout.stride()[:3]
-    i64 = _needs_i64(q.shape, strides + _strides(out, dout, dout)
-                     + (_strides(*grads) if grads is not None else ()),
+    g_strides = tuple(g.stride()[:3] for g in grads) if grads is not None else (cont,) * 3
+    i64 = _needs_i64(q.shape, strides + _strides(out, dout, dout) + sum(g_strides, ()),
                      max(qplan.block, kplan.block))
-    launch(kern._delta_kernel, (triton_cdiv(total, 64),), (),
-           (out, dout, dlse if dlse is not None else delta, delta), (),
-           out.stride()[:3] + do_strides + (total, h, n, d, dlse is not None, 64, block_d, i64))
-    kpm_t, has_kpm = _kpm_arg(kpm, delta)
+    launches = [_Launch(kern._delta_kernel, (triton_cdiv(b * h * n, 64),), (), dict(
+        O=_Slot("out"), DO=_Slot("dout"), DLSE=_Slot("dlse"), DELTA=_Slot("delta"),
+        **_strided("so", out.stride()), **_strided("sd", do_strides), total=b * h * n, H=h,
+        N=n, D=d, HAS_DLSE=has_dlse, ROWS=64, BLOCK_D=tuning.head_dim_class(d), I64=i64))]
     qpasses, kpasses = qplan.fwd, kplan.bwd
-    # dk/dv: the last pass covers every key and writes the result; earlier passes accumulate in
-    # float32 scratch, which starts from zeros unless the first pass covers every key itself.
-    if grads is not None:
-        dk, dv = grads[1], grads[2]
-        if not kpasses[-1].covers_all:
-            dk.zero_()
-            dv.zero_()
-    else:
-        alloc = torch.empty if kpasses[-1].covers_all else torch.zeros
-        dk = alloc(b, h, n, d, dtype=k.dtype, device=dev)
-        dv = alloc(b, h, n, d, dtype=v.dtype, device=dev)
     single = len(kpasses) == 1
-    if single:
-        acc_k, acc_v = dk, dv
-    else:
-        alloc = torch.empty if kpasses[0].covers_all else torch.zeros
-        acc_k = alloc(b, h, n, d, dtype=torch.float32, device=dev)
-        acc_v = alloc(b, h, n, d, dtype=torch.float32, device=dev)
-    prec = _dot_prec(q.dtype)
-    qconsts, kconsts = _tile_consts(qplan, d), _tile_consts(kplan, d)
-    floats = (scale * kern.LOG2E, scale)
     # Small problems are bound by launches: dq and dk/dv share one launch per pass when both
     # roles use the same plan. Large ones run them as two kernels, each compiled for its role.
     fuse = (qplan is kplan and FUSE_BWD_BELOW is not None
@@ -328,11 +431,14 @@ def _backward(dout, dlse, q, k, v, out, lse, kpm, plans, scale: float, grads=Non
     atomic = not fuse and _atomic_dq(qplan)
     if atomic:  # dq from the key-major passes alone, added up in float32
         qpasses = ()
-        dq = acc_q = dq_acc = torch.zeros(b, h, n, d, dtype=torch.float32, device=dev)
-    else:
-        dq = grads[0] if grads is not None else torch.empty(b, h, n, d, dtype=q.dtype, device=dev)
-        acc_q = dq_acc = (torch.empty(b, h, n, d, dtype=torch.float32, device=dev)
-                          if len(qpasses) > 1 else dq)
+    common = dict(Q=_Slot("q"), K=_Slot("k"), V=_Slot("v"), DO=_Slot("dout"), LSE=_Slot("lse"),
+                  DELTA=_Slot("delta"), KPM=_Slot("kpm"), MASKS=qplan.masks,
+                  qk_scale=_Slot("qk_scale"), sm_scale=_Slot("sm_scale"),
+                  **_strided("sq", strides[0:3]), **_strided("sk", strides[3:6]),
+                  **_strided("sv", strides[6:9]), **_strided("sd", do_strides), H=h, N=n, D=d,
+                  BLOCK_D=tuning.head_dim_class(d), HAS_KPM=has_kpm,
+                  DOT_PREC=_dot_prec(q.dtype), I64=i64)
+    f32_strides = cont  # float32 accumulators are contiguous
     empty = _empty_pass(dev)
     for i in range(max(len(qpasses), len(kpasses))):
         qp = qpasses[i] if i < len(qpasses) else None
@@ -340,33 +446,101 @@ def _backward(dout, dlse, q, k, v, out, lse, kpm, plans, scale: float, grads=Non
         qlast, klast = i == len(qpasses) - 1, i == len(kpasses) - 1
         tq = qp.num_tiles if qp is not None else 0
         tk = kp.num_tiles if kp is not None else 0
+        # dk/dv: the last pass covers every key and writes the result; earlier passes
+        # accumulate in float32 scratch, which starts from zeros unless the first pass covers
+        # every key itself.
         kv_seed = not single and (i > 0 or not kpasses[0].covers_all)
-        dq_dst, dk_dst, dv_dst = (dq if qlast else acc_q, dk if klast else acc_k,
-                                  dv if klast else acc_v)
+        dq_dst = "dq" if qlast else "acc_q"
+        dq_st = g_strides[0] if qlast else f32_strides
+        k_dst, v_dst = ("dk", "dv") if klast else ("acc_k", "acc_v")
+        k_st, v_st = (g_strides[1], g_strides[2]) if klast else (f32_strides, f32_strides)
+        q_side = dict(DQ=_Slot(dq_dst), SEED_DQ=_Slot("acc_q"), **_strided("sg", dq_st))
+        k_side = dict(DK=_Slot(k_dst), DV=_Slot(v_dst), SEED_DK=_Slot("acc_k"),
+                      SEED_DV=_Slot("acc_v"), **_strided("sgk", k_st), **_strided("sgv", v_st))
+        hp_mul, block, _ = _tile_consts(qplan, d)
         if fuse:
             qp_, kp_ = qp or empty, kp or empty
-            launch(kern._bwd_kernel, (tq + tk, b * h), _launch_opts("dq", dev, kind, d, q.dtype),
-                   (q, k, v, dout, lse, delta, dq_dst, acc_q, dk_dst, dv_dst, acc_k, acc_v, kpm_t,
-                    qp_.tiles, qp_.order, qp_.rowptr, qp_.entries,
-                    kp_.tiles, kp_.order, kp_.rowptr, kp_.entries, qplan.masks), floats,
-                   strides + do_strides + _strides(dq_dst, dk_dst, dv_dst)
-                   + (h, n, d, tq, qp_.entries.shape[1], tk, kp_.entries.shape[1])
-                   + qconsts + (has_kpm, i > 0, kv_seed, prec, i64))
+            launches.append(_Launch(kern._bwd_kernel, (tq + tk, b * h),
+                                    _launch_opts("dq", dev, kind, d, q.dtype), dict(
+                common, **q_side, **k_side, QTILES=qp_.tiles, QORDER=qp_.order,
+                QROWPTR=qp_.rowptr, QENT=qp_.entries, KTILES=kp_.tiles, KORDER=kp_.order,
+                KROWPTR=kp_.rowptr, KENT=kp_.entries, TQ=tq, EQ=qp_.entries.shape[1], TK=tk,
+                EK=kp_.entries.shape[1], HP_MUL=hp_mul, BLOCK=block, DQ_SEED=i > 0,
+                KV_SEED=kv_seed)))
             continue
         if qp is not None:
-            launch(kern._dq_kernel, (tq, b * h), _launch_opts("dq", dev, kind, d, q.dtype),
-                   (q, k, v, dout, lse, delta, dq_dst, acc_q, kpm_t, qp.tiles, qp.order,
-                    qp.rowptr, qp.entries, qplan.masks), floats,
-                   strides + do_strides + dq_dst.stride()[:3] + (h, n, d, tq, qp.entries.shape[1]) + qconsts
-                   + (has_kpm, i > 0, prec, i64))
+            launches.append(_Launch(kern._dq_kernel, (tq, b * h),
+                                    _launch_opts("dq", dev, kind, d, q.dtype), dict(
+                common, **q_side, TILES=qp.tiles, ORDER=qp.order, ROWPTR=qp.rowptr,
+                ENT=qp.entries, T=tq, E=qp.entries.shape[1], HP_MUL=hp_mul, BLOCK=block,
+                HAS_SEED=i > 0)))
         if kp is not None:
-            launch(kern._dkdv_kernel, (tk, b * h), _launch_opts("dkdv", dev, kind, d, q.dtype),
-                   (q, k, v, dout, lse, delta, dk_dst, dv_dst, acc_k, acc_v, kpm_t, dq_acc,
-                    kp.tiles, kp.order, kp.rowptr, kp.entries, kplan.masks), floats,
-                   strides + do_strides + dk_dst.stride()[:3] + dv_dst.stride()[:3]
-                   + (h, n, d, tk, kp.entries.shape[1]) + kconsts
-                   + (has_kpm, kv_seed, prec, atomic, i64))
-    if atomic:
+            k_mul, k_block, _ = _tile_consts(kplan, d)
+            launches.append(_Launch(kern._dkdv_kernel, (tk, b * h),
+                                    _launch_opts("dkdv", dev, kind, d, q.dtype), dict(
+                common, **k_side, MASKS=kplan.masks, DQACC=_Slot("dq_acc"), TILES=kp.tiles,
+                ORDER=kp.order, ROWPTR=kp.rowptr, ENT=kp.entries, T=tk,
+                E=kp.entries.shape[1], HP_MUL=k_mul, BLOCK=k_block, HAS_SEED=kv_seed,
+                ATOMIC_DQ=atomic)))
+    return _BwdLayout(plans, kv_zero=not kpasses[-1].covers_all, acc_kv=not single,
+                      acc_zero=not kpasses[0].covers_all, atomic=atomic,
+                      acc_q=len(qpasses) > 1, launches=launches)
+
+
+def _backward(dout, dlse, q, k, v, out, lse, kpm, plans, scale: float, grads=None):
+    """dq, dk, dv (see ``_bwd_layout``). ``grads``: (dq, dk, dv) to write into, of q's shape at
+    any strides (views of one packed gradient); by default new contiguous tensors."""
+    if dout.stride(-1) != 1:  # the kernels read dO at any batch, head and position strides
+        dout = dout.contiguous()
+    dlse = dlse.float().contiguous() if dlse is not None else None
+    sig = ("bwd", id(plans[1]), id(plans[2]), q.shape, q.stride(), k.stride(), v.stride(),
+           out.stride(), dout.stride(), q.dtype, k.dtype, v.dtype, dout.dtype, q.device,
+           dlse is not None, kpm is not None,
+           None if grads is None else tuple((g.stride(), g.dtype) for g in grads),
+           FUSE_BWD_BELOW, ATOMIC_DQ, torch.are_deterministic_algorithms_enabled(),
+           tuning.GENERATION, tuning.USE_TABLE)
+    layout = _LAYOUTS.get(sig)
+    if layout is None or layout.plans[1] is not plans[1] or layout.plans[2] is not plans[2]:
+        layout = _LAYOUTS[sig] = _bwd_layout(plans, q, k, v, out, dout, grads,
+                                             dlse is not None, kpm is not None)
+    b, h, n, d = q.shape
+    dev = q.device
+    f32 = torch.float32
+    delta = torch.empty(b, h, n, dtype=f32, device=dev)
+    if grads is not None:
+        dq, dk, dv = grads
+        if layout.kv_zero:
+            dk.zero_()
+            dv.zero_()
+    else:
+        alloc = torch.zeros if layout.kv_zero else torch.empty
+        dq = None
+        dk = alloc(b, h, n, d, dtype=k.dtype, device=dev)
+        dv = alloc(b, h, n, d, dtype=v.dtype, device=dev)
+    if layout.acc_kv:
+        alloc = torch.zeros if layout.acc_zero else torch.empty
+        acc_k = alloc(b, h, n, d, dtype=f32, device=dev)
+        acc_v = alloc(b, h, n, d, dtype=f32, device=dev)
+    else:
+        acc_k, acc_v = dk, dv
+    if layout.atomic:
+        dq_acc = acc_q = torch.zeros(b, h, n, d, dtype=f32, device=dev)
+        dq_out = dq_acc
+    else:
+        if dq is None:
+            dq = torch.empty(b, h, n, d, dtype=q.dtype, device=dev)
+        acc_q = dq_acc = (torch.empty(b, h, n, d, dtype=f32, device=dev) if layout.acc_q
+                          else dq)
+        dq_out = dq
+    values = dict(q=q, k=k, v=v, out=out, dout=dout, lse=lse, delta=delta,
+                  dlse=dlse if dlse is not None else delta,
+                  kpm=delta if kpm is None else kpm.contiguous().view(torch.uint8),
+                  dq=dq_out, acc_q=acc_q, dq_acc=dq_acc, dk=dk, dv=dv, acc_k=acc_k, acc_v=acc_v,
+                  qk_scale=scale * _kernels().LOG2E, sm_scale=scale)
+    fast = _fast(q, k, v, out, dout, values["dlse"], values["kpm"], dq_out, dk, dv)
+    for launch_ in layout.launches:
+        launch_.run(values, fast)
+    if layout.atomic:
         if grads is not None:
             return grads[0].copy_(dq_acc), dk, dv
         return dq_acc.to(q.dtype), dk, dv
@@ -389,9 +563,8 @@ _EMPTY: LRUCache = LRUCache(CACHE_SIZES["empty_passes"])  # device string -> Pas
 # -- launching --------------------------------------------------------------------------------
 # Triton's ``kernel[grid](...)`` binds and specialises every argument on each call (tens of
 # microseconds for kernels with this many arguments), which dominates small problems. After the
-# first launch we keep Triton's compiled kernel and call it directly. Every kernel here takes its
-# pointers first, then its float scalars, then its integers, flags and constexprs, and ``launch``
-# takes them as those three groups. The cache key holds what Triton specialises on: each tensor's
+# first launch a ``_Launch`` keeps Triton's compiled kernel and calls it directly. Compiled
+# kernels are shared between layouts under a key of what Triton specialises on: each tensor's
 # dtype and 16-byte alignment (its address mod 16), every integer, flag and constexpr by value
 # (stricter than Triton, so a key never covers two specialisations); float scalars are never
 # specialised and stay out of it. Off under the interpreter and when the installed Triton has no
@@ -403,27 +576,6 @@ _COMPILED: LRUCache = LRUCache(CACHE_SIZES["launches"])  # launch key -> compile
 def _launch_key(kernel, opts: tuple, tensors: tuple, ints: tuple) -> tuple:
     return (kernel, tensors[0].device.index, opts,
             tuple([(t.dtype, t.data_ptr() & 15) for t in tensors]), ints)
-
-
-def launch(kernel, grid, opts: tuple, tensors: tuple, floats: tuple, ints: tuple):
-    """Launch ``kernel`` on ``grid`` with its arguments in the kernel's order: ``tensors`` (the
-    pointers), ``floats``, then ``ints`` (integers, flags and constexprs). ``opts``: launch
-    options as (name, value) pairs (``_launch_opts``)."""
-    args = tensors + floats + ints
-    if not FAST_LAUNCH or interpreting():
-        return kernel[grid](**dict(zip(kernel.arg_names, args)), **dict(opts))
-    key = _launch_key(kernel, opts, tensors, ints)
-    compiled = _COMPILED.get(key)
-    if compiled is not None:
-        try:
-            compiled[(grid[0], grid[1] if len(grid) > 1 else 1, 1)](*args)
-            return
-        except (TypeError, AttributeError):  # a Triton whose compiled-kernel call differs
-            _COMPILED.clear()
-            globals()["FAST_LAUNCH"] = False
-    compiled = kernel[grid](**dict(zip(kernel.arg_names, args)), **dict(opts))
-    if hasattr(compiled, "__getitem__") and hasattr(compiled, "run"):
-        _COMPILED[key] = compiled
 
 
 def triton_cdiv(a: int, b: int) -> int:

@@ -72,18 +72,56 @@ def load_table(path: str) -> dict:
     return dict(table, index=index)
 
 
+# Counts changes of the settings (``reload``, or a benchmark setting ``backend.TUNING[role]``):
+# the backend keeps each call signature's launches, with their settings, under this number.
+GENERATION = 0
+
+
+class Settings(dict):
+    """One role's settings; changing them counts in ``GENERATION``."""
+
+    def _changed(self):
+        global GENERATION
+        GENERATION += 1
+
+    def __setitem__(self, key, value):
+        super().__setitem__(key, value)
+        self._changed()
+
+    def __delitem__(self, key):
+        super().__delitem__(key)
+        self._changed()
+
+    def update(self, *args, **kwargs):
+        super().update(*args, **kwargs)
+        self._changed()
+
+    def clear(self):
+        super().clear()
+        self._changed()
+
+    def pop(self, *args):
+        self._changed()
+        return super().pop(*args)
+
+    def setdefault(self, key, default=None):
+        self._changed()
+        return super().setdefault(key, default)
+
+
 def reload(path: str | None = None) -> None:
     """Read the table (``path``, else ``table_path()``) into ``INDEX`` and ``DEFAULT`` (in place:
     ``backend.TUNING`` is the same dict)."""
-    global INDEX
+    global INDEX, GENERATION
     table = load_table(path or table_path())
     INDEX = table["index"]
     DEFAULT.clear()
-    DEFAULT.update({r: dict(s) for r, s in table["default"].items()})
+    DEFAULT.update({r: Settings(s) for r, s in table["default"].items()})
+    GENERATION += 1
 
 
 INDEX: dict = {}
-DEFAULT: dict = {}
+DEFAULT: dict = Settings()  # role -> Settings
 reload()
 
 
