@@ -510,6 +510,55 @@ def test_direct_launch_cache(monkeypatch):
 
 
 @needs_interp
+@pytest.mark.parametrize("fuse,atomic", [(True, "auto"), (False, False), (False, True)],
+                         ids=["fused", "dq-and-dkdv", "atomic-dq"])
+def test_direct_launch_path_computes_the_same(fuse, atomic, monkeypatch):
+    """The path a GPU takes after a first launch (each layout calling its compiled kernel
+    directly with its filled-in arguments), here with the interpreter standing in for the
+    compiled kernel: the same results as the reference, forward and gradients, with padding
+    and rows that have no key."""
+    from sparse_transformer.ops.triton import backend as tb
+
+    direct = []
+
+    class Direct:  # Triton's compiled kernel: ``compiled[grid](*all arguments in order)``
+        def __init__(self, kernel):
+            self.kernel = kernel
+
+        def run(self):
+            pass
+
+        def __getitem__(self, grid):
+            def go(*args):
+                direct.append(self.kernel)
+                self.kernel[grid](*args)
+            return go
+
+    class Found(dict):  # every launch key finds a compiled kernel
+        def get(self, key, default=None):
+            return Direct(key[0])
+
+    monkeypatch.setattr(tb, "check_inputs", tb.check_tensor)
+    monkeypatch.setattr(tb, "interpreting", lambda: False)
+    monkeypatch.setattr(tb, "FAST_LAUNCH", True)
+    monkeypatch.setattr(tb, "_COMPILED", Found())
+    monkeypatch.setattr(tb, "_LAYOUTS", tb.LRUCache(16))
+    monkeypatch.setattr(tb, "FUSE_BWD_BELOW", 10_000 if fuse else 0)
+    monkeypatch.setattr(tb, "ATOMIC_DQ", atomic)
+    q, k, v = _qkv(2, 2, 45, 16, torch.float32, "cpu")
+    check_against_reference(triton_attention, q, k, v, P.Strided(4), True, _padding(2, 45, "cpu"))
+    assert tb.FAST_LAUNCH  # the direct way worked, and it ran every kernel of this variant
+    kern = tb._kernels()
+    expected = {"fused": [kern._bwd_kernel], "dq-and-dkdv": [kern._dq_kernel, kern._dkdv_kernel],
+                "atomic-dq": [kern._dkdv_kernel]}["fused" if fuse else
+                                                   "atomic-dq" if atomic else "dq-and-dkdv"]
+    for kernel in [kern._fwd_kernel, kern._delta_kernel, *expected]:
+        assert any(d is kernel for d in direct)
+    if not (fuse or atomic):
+        assert not any(d is kern._bwd_kernel for d in direct)
+
+
+@needs_interp
 def test_layouts_follow_the_settings(monkeypatch):
     """A call signature's launches are laid out once and used again; changing a launch setting,
     the backward's policies or the strides gives a new layout, with the same results."""
