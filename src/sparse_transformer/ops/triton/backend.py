@@ -244,12 +244,6 @@ def _tile_consts(plan: TritonPlan, d: int) -> tuple:
     return (1 if plan.heads > 1 else 0, plan.block, tuning.head_dim_class(d))
 
 
-def _kpm_arg(kpm, like):
-    if kpm is None:
-        return like, False
-    return kpm.contiguous().view(torch.uint8), True
-
-
 # -- launch layouts ---------------------------------------------------------------------------
 # A call's launches depend on its plans, shapes, strides, dtypes, flags and the launch settings,
 # not on its tensors' contents: each is described once per call signature, every kernel argument
