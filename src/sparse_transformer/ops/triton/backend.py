@@ -299,9 +299,7 @@ class _Launch:
         if fast and FAST_LAUNCH:
             compiled = self.compiled
             if compiled is None:
-                tensors = tuple(a for a in args if isinstance(a, torch.Tensor))
-                ints = tuple(a for a in args if not isinstance(a, (torch.Tensor, float)))
-                compiled = _COMPILED.get(_launch_key(self.kernel, self.opts, tensors, ints))
+                compiled = _COMPILED.get(self._key(args))
             if compiled is not None:
                 try:
                     compiled[self.grid](*args)
@@ -312,10 +310,14 @@ class _Launch:
                     globals()["FAST_LAUNCH"] = False
         compiled = self.kernel[self.grid](*args, **dict(self.opts))
         if fast and FAST_LAUNCH and hasattr(compiled, "__getitem__") and hasattr(compiled, "run"):
-            tensors = tuple(a for a in args if isinstance(a, torch.Tensor))
-            ints = tuple(a for a in args if not isinstance(a, (torch.Tensor, float)))
-            _COMPILED[_launch_key(self.kernel, self.opts, tensors, ints)] = compiled
+            _COMPILED[self._key(args)] = compiled
             self.compiled = compiled
+
+    def _key(self, args: list) -> tuple:
+        """The shared launch key of these arguments (``_launch_key``; floats stay out)."""
+        tensors = tuple(a for a in args if isinstance(a, torch.Tensor))
+        ints = tuple(a for a in args if not isinstance(a, (torch.Tensor, float)))
+        return _launch_key(self.kernel, self.opts, tensors, ints)
 
 
 def _fast(*tensors) -> bool:
@@ -432,7 +434,6 @@ def _bwd_layout(plans, q, k, v, out, dout, grads, has_dlse: bool, has_kpm: bool)
                   **_strided("sv", strides[6:9]), **_strided("sd", do_strides), H=h, N=n, D=d,
                   BLOCK_D=tuning.head_dim_class(d), HAS_KPM=has_kpm,
                   DOT_PREC=_dot_prec(q.dtype), I64=i64)
-    f32_strides = cont  # float32 accumulators are contiguous
     empty = _empty_pass(dev)
     for i in range(max(len(qpasses), len(kpasses))):
         qp = qpasses[i] if i < len(qpasses) else None
@@ -445,9 +446,9 @@ def _bwd_layout(plans, q, k, v, out, dout, grads, has_dlse: bool, has_kpm: bool)
         # every key itself.
         kv_seed = not single and (i > 0 or not kpasses[0].covers_all)
         dq_dst = "dq" if qlast else "acc_q"
-        dq_st = g_strides[0] if qlast else f32_strides
+        dq_st = g_strides[0] if qlast else cont  # float32 accumulators are contiguous
         k_dst, v_dst = ("dk", "dv") if klast else ("acc_k", "acc_v")
-        k_st, v_st = (g_strides[1], g_strides[2]) if klast else (f32_strides, f32_strides)
+        k_st, v_st = (g_strides[1], g_strides[2]) if klast else (cont, cont)
         q_side = dict(DQ=_Slot(dq_dst), SEED_DQ=_Slot("acc_q"), **_strided("sg", dq_st))
         k_side = dict(DK=_Slot(k_dst), DV=_Slot(v_dst), SEED_DK=_Slot("acc_k"),
                       SEED_DV=_Slot("acc_v"), **_strided("sgk", k_st), **_strided("sgv", v_st))
