@@ -147,7 +147,8 @@ def cmd_train(args) -> int:
         print(f"model: {trainer.model.num_parameters():,} parameters, {m.n_layers} layers, "
               f"d={m.d_model}, {m.n_heads} heads, pattern {m.build_pattern().name} ({m.mode}), "
               f"context {m.seq_len}, device {trainer.device}, precision {cfg.train.precision}"
-              + (f", {trainer.dist.world} processes" if trainer.dist.enabled else ""))
+              + (f", {trainer.dist.world} process{'es' if trainer.dist.world > 1 else ''}"
+                 if trainer.dist.enabled else ""))
     try:
         info = trainer.fit()
     except (TrainingDiverged, ckpt.RunWriteError, ckpt.RunFolderError) as e:

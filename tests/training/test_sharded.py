@@ -19,10 +19,10 @@ COMMON = ["log_every=1", "sample_bytes=0", "final_eval_bytes=200", "checkpoint_e
           "eval_every=100", "model.checkpointing=block", "compile=off"]
 
 
-def train(out, procs, *args):
+def train(out, procs, *args, torchrun=False):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     launch = [sys.executable]
-    if procs > 1:
+    if procs > 1 or torchrun:
         launch += ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={procs}"]
     cmd = launch + ["-m", "sparse_transformer.cli", "train", "--quiet", "--out", str(out), *args]
     p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
@@ -72,6 +72,21 @@ def test_fsdp_and_ddp_follow_one_process_and_resume_across_sizes(tmp_path):
     assert not ckpt.is_sharded(ddp / "step_00000002")
     train(ddp, 2, "--resume", "steps=4", "parallel=fsdp")
     close(losses(ddp), ref)
+
+
+@pytest.mark.slow
+def test_torchrun_with_one_process_wraps_as_asked(tmp_path):
+    """torchrun --nproc_per_node=1 gets a process group: fsdp shards over the one rank and writes
+    sharded checkpoints (the launch path one GPU can check), on the plain run's loss curve."""
+    plain, one = tmp_path / "plain", tmp_path / "one"
+    args = ("--preset", "tiny", "steps=4", "parallel=fsdp", *COMMON)
+    out_plain = train(plain, 1, *args)
+    out = train(one, 1, *args, torchrun=True)
+    assert "1 process" in out and "process" not in out_plain.split("held-out")[0].split("model:")[1]
+    ckpt.verify_checkpoint(one / "step_00000002")
+    manifest = json.loads((one / "step_00000002" / ckpt.MANIFEST).read_text())
+    assert {"dcp/.metadata", "dcp/__0_0.distcp"} <= set(manifest["files"])
+    close(losses(one), losses(plain))
 
 
 @pytest.mark.slow

@@ -26,10 +26,11 @@ class DistInfo:
     rank: int = 0
     world: int = 1
     local_rank: int = 0
+    launched: bool = False  # started by torchrun (a process group exists, even for one process)
 
     @property
     def enabled(self) -> bool:
-        return self.world > 1
+        return self.world > 1 or self.launched
 
     @property
     def is_main(self) -> bool:
@@ -39,11 +40,18 @@ class DistInfo:
 def setup(device_name: str, timeout: float = 600.0) -> tuple[DistInfo, torch.device]:
     """Initialise the process group when launched by torchrun; pick this rank's device.
     ``timeout``: seconds a collective waits for the other ranks before it fails (a rank that
-    hangs ends the job with an error instead of holding the others forever)."""
+    hangs ends the job with an error instead of holding the others forever).
+
+    A run that torchrun starts gets a process group even with one process
+    (``--nproc_per_node=1``): ``train.parallel`` then wraps the model as asked (DDP, or FSDP
+    shards over that one rank), so one GPU checks the whole launch path (NCCL, the wrapping,
+    sharded checkpoints) before a job takes several. A plain ``python -m`` run has none."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
+    launched = "TORCHELASTIC_RUN_ID" in os.environ and "MASTER_ADDR" in os.environ
+    if world <= 1 and not launched:
         return DistInfo(), resolve_device(device_name)
-    info = DistInfo(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+    info = DistInfo(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")),
+                    launched)
     device = resolve_device(device_name, info.local_rank)
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
