@@ -43,6 +43,24 @@ def _run(ENT, r):
 
 
 @triton.jit
+def _program(TILES, ORDER, pid, H, T, HP_MUL, BLOCK: tl.constexpr, I64: tl.constexpr):
+    """What program (``pid``, ``program_id(1)`` = batch x head) owns: (b, h, its head group's
+    row hp in the plan, its tile t, offs = 0..BLOCK-1, the tile's positions)."""
+    bh = tl.program_id(1)
+    if I64:  # offsets past 2**31 elements: positions and rows in 64-bit arithmetic
+        bh = bh.to(tl.int64)
+    b = bh // H
+    h = bh % H
+    hp = h * HP_MUL
+    t = tl.load(ORDER + hp * T + pid)
+    offs = tl.arange(0, BLOCK)
+    if I64:
+        offs = offs.to(tl.int64)
+    tile = TILES + (hp * T + t) * 3
+    return b, h, hp, t, offs, tl.load(tile) + _pattern(tl.load(tile + 1), tl.load(tile + 2), offs)
+
+
+@triton.jit
 def _apply_mask(s, MASKS, mid, offs, BLOCK: tl.constexpr, KEY_MAJOR: tl.constexpr):
     """Scores of a partial tile with its stored mask applied (masks are stored [query, key])."""
     if KEY_MAJOR:  # s is (keys, queries)
@@ -94,20 +112,9 @@ def _fwd_kernel(Q, K, V, O, LSE, SEED_O, SEED_LSE, KPM,
                 BLOCK: tl.constexpr, BLOCK_D: tl.constexpr, HAS_KPM: tl.constexpr,
                 HAS_SEED: tl.constexpr, DOT_PREC: tl.constexpr, I64: tl.constexpr):
     pid = tl.program_id(0)
-    bh = tl.program_id(1)
-    if I64:  # offsets past 2**31 elements: positions and rows in 64-bit arithmetic
-        bh = bh.to(tl.int64)
-    b = bh // H
-    h = bh % H
-    hp = h * HP_MUL
-    t = tl.load(ORDER + hp * T + pid)
-    offs = tl.arange(0, BLOCK)
-    if I64:
-        offs = offs.to(tl.int64)
+    b, h, hp, t, offs, qpos = _program(TILES, ORDER, pid, H, T, HP_MUL, BLOCK, I64)
     offs_d = tl.arange(0, BLOCK_D)
     dmask = offs_d < D
-    tile = TILES + (hp * T + t) * 3
-    qpos = tl.load(tile) + _pattern(tl.load(tile + 1), tl.load(tile + 2), offs)
     qin = qpos < N
     q = tl.load(Q + b * sqb + h * sqh + qpos[:, None] * sqn + offs_d[None, :],
                 mask=qin[:, None] & dmask[None, :], other=0.0)
@@ -206,20 +213,9 @@ def _dq_tile(pid, Q, K, V, DO, LSE, DELTA, DQ, SEED_DQ, KPM,
              sgb, sgh, sgn, H, N, D, T, E, HP_MUL,
              BLOCK: tl.constexpr, BLOCK_D: tl.constexpr, HAS_KPM: tl.constexpr,
              HAS_SEED: tl.constexpr, DOT_PREC: tl.constexpr, I64: tl.constexpr):
-    bh = tl.program_id(1)
-    if I64:  # offsets past 2**31 elements: positions and rows in 64-bit arithmetic
-        bh = bh.to(tl.int64)
-    b = bh // H
-    h = bh % H
-    hp = h * HP_MUL
-    t = tl.load(ORDER + hp * T + pid)
-    offs = tl.arange(0, BLOCK)
-    if I64:
-        offs = offs.to(tl.int64)
+    b, h, hp, t, offs, qpos = _program(TILES, ORDER, pid, H, T, HP_MUL, BLOCK, I64)
     offs_d = tl.arange(0, BLOCK_D)
     dmask = offs_d < D
-    tile = TILES + (hp * T + t) * 3
-    qpos = tl.load(tile) + _pattern(tl.load(tile + 1), tl.load(tile + 2), offs)
     qin = qpos < N
     qm = qin[:, None] & dmask[None, :]
     row = (b * H + h) * N + qpos
@@ -296,20 +292,9 @@ def _dkdv_tile(pid, Q, K, V, DO, LSE, DELTA, DK, DV, SEED_DK, SEED_DV, KPM, DQAC
                BLOCK: tl.constexpr, BLOCK_D: tl.constexpr, HAS_KPM: tl.constexpr,
                HAS_SEED: tl.constexpr, DOT_PREC: tl.constexpr, ATOMIC_DQ: tl.constexpr,
                I64: tl.constexpr):
-    bh = tl.program_id(1)
-    if I64:  # offsets past 2**31 elements: positions and rows in 64-bit arithmetic
-        bh = bh.to(tl.int64)
-    b = bh // H
-    h = bh % H
-    hp = h * HP_MUL
-    t = tl.load(ORDER + hp * T + pid)
-    offs = tl.arange(0, BLOCK)
-    if I64:
-        offs = offs.to(tl.int64)
+    b, h, hp, t, offs, kpos = _program(TILES, ORDER, pid, H, T, HP_MUL, BLOCK, I64)
     offs_d = tl.arange(0, BLOCK_D)
     dmask = offs_d < D
-    tile = TILES + (hp * T + t) * 3
-    kpos = tl.load(tile) + _pattern(tl.load(tile + 1), tl.load(tile + 2), offs)
     kin = kpos < N
     km = kin[:, None] & dmask[None, :]
     krow = (b * H + h) * N + kpos
