@@ -82,7 +82,10 @@ def test_torchrun_with_one_process_wraps_as_asked(tmp_path):
     args = ("--preset", "tiny", "steps=4", "parallel=fsdp", *COMMON)
     out_plain = train(plain, 1, *args)
     out = train(one, 1, *args, torchrun=True)
-    assert "1 process" in out and "process" not in out_plain.split("held-out")[0].split("model:")[1]
+    def model_line(text):
+        return next(line for line in text.splitlines() if line.startswith("model:"))
+
+    assert model_line(out).endswith(", 1 process") and "process" not in model_line(out_plain)
     ckpt.verify_checkpoint(one / "step_00000002")
     manifest = json.loads((one / "step_00000002" / ckpt.MANIFEST).read_text())
     assert {"dcp/.metadata", "dcp/__0_0.distcp"} <= set(manifest["files"])
