@@ -81,10 +81,10 @@ def compile_kernel(role: str, head_dim: int, warps: int, stages: int, maxnreg: i
     from triton.compiler import ASTSource
 
     from sparse_transformer.ops.triton import kernels as K
+    from sparse_transformer.ops.triton.tuning import head_dim_class
 
     fn = {"fwd": K._fwd_kernel, "dq": K._dq_kernel, "dkdv": K._dkdv_kernel}[role]
-    block_d = max(16, 1 << (head_dim - 1).bit_length())
-    constexprs = dict(BLOCK=64, BLOCK_D=block_d, HAS_KPM=False, HAS_SEED=False, DOT_PREC="tf32",
+    constexprs = dict(BLOCK=64, BLOCK_D=head_dim_class(head_dim), HAS_KPM=False, HAS_SEED=False, DOT_PREC="tf32",
                       I64=False, ATOMIC_DQ=False)
     sig, cx = signature(fn, constexprs)
     opts = dict(num_warps=warps, num_stages=stages)
