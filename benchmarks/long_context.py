@@ -1,8 +1,9 @@
 """The longest context one GPU trains: each pattern and dense attention at the ``enwik8`` size.
 
 For the ``enwik8`` preset's width and depth (d 512, 30 layers, 8 heads; the patterns at its
-stride 128, fixed with summary 32), batch 1, bf16, every block recomputed (``checkpointing=block``),
-this finds the longest context a training step fits in: lengths double from ``--start`` until a
+stride 128, fixed with summary 32), batch 1, bf16, every block recomputed (``checkpointing=block``;
+a length that runs out of memory so is tried again with ``full``, which also recomputes each
+block's feed-forward in chunks: ``--checkpointing``), this finds the longest context a training step fits in: lengths double from ``--start`` until a
 step runs out of memory (``torch.cuda.OutOfMemoryError``), then bisect between the last length
 that fit and the first that did not, down to ``--granule`` tokens. At the longest length it
 reports tokens/s (``--steps`` steps after one warm-up step, between two synchronisations) and the
@@ -160,19 +161,28 @@ def run_steps(model_cfg: ModelConfig, args, steps: int, budget: bool = True,
 def search(name: str, base: ModelConfig, args) -> dict:
     tried = []
 
+    modes = args.checkpointing.split(",")
+    used = {}
+
     def fits(n: int) -> bool:
-        m = dataclasses.replace(base, seq_len=n, checkpointing="block", dropout=0.0,
-                                **pattern_fields(name, base))
         t0 = time.perf_counter()
-        try:
-            step_s = run_steps(m, args, steps=0, retime_over=args.max_step_s)["step_s"]
-            ok = True
-            if args.max_step_s is not None and step_s > args.max_step_s:
-                ok, why = False, f"time: one step took {step_s:.1f} s > --max-step-s {args.max_step_s:g}"
-        except Oom as e:
-            ok, why = False, str(e)
+        for mode in modes:  # the first mode that fits in memory; a slower one after an OOM
+            m = dataclasses.replace(base, seq_len=n, checkpointing=mode, dropout=0.0,
+                                    **pattern_fields(name, base))
+            try:
+                step_s = run_steps(m, args, steps=0, retime_over=args.max_step_s)["step_s"]
+                ok = True
+                if args.max_step_s is not None and step_s > args.max_step_s:
+                    ok, why = False, (f"time: one step took {step_s:.1f} s > --max-step-s "
+                                      f"{args.max_step_s:g}")
+                break
+            except Oom as e:
+                ok, why = False, str(e)
+        if ok:
+            used[n] = mode
         took = time.perf_counter() - t0
-        tried.append(dict(seq_len=n, fits=ok, s=round(took, 2), **({} if ok else {"why": why})))
+        tried.append(dict(seq_len=n, fits=ok, checkpointing=mode, s=round(took, 2),
+                          **({} if ok else {"why": why})))
         print(json.dumps(dict(pattern=name, **tried[-1])), flush=True)
         return ok
 
@@ -183,7 +193,8 @@ def search(name: str, base: ModelConfig, args) -> dict:
                limited_by="time" if limit == "time" else ("memory" if bad else "--max-len"),
                tried=tried)
     if good:
-        m = dataclasses.replace(base, seq_len=good, checkpointing="block", dropout=0.0,
+        row["checkpointing"] = used[good]
+        m = dataclasses.replace(base, seq_len=good, checkpointing=used[good], dropout=0.0,
                                 **pattern_fields(name, base))
         try:
             row.update(run_steps(m, args, steps=args.steps))
@@ -211,16 +222,17 @@ def audio_model(args) -> dict:
 
 def print_tables(rows: list[dict], audio: dict | None) -> None:
     dense = next((r for r in rows if r["pattern"] == "dense"), None)
-    print("| pattern | longest context | vs dense | tokens/s | peak GiB | first failed | limited by |")
-    print("|---|---|---|---|---|---|---|")
+    print("| pattern | longest context | vs dense | tokens/s | peak GiB | checkpointing | first failed "
+          "| limited by |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         vs = (f"{r['longest'] / dense['longest']:.1f}x" if dense and dense["longest"]
               and r["longest"] else "-")
         tps = f"{r['tokens_per_s']:,.0f}" if r.get("tokens_per_s") else "-"
         peak = f"{r['peak_gib']:.1f}" if r.get("peak_gib") is not None else "-"
         bad = f"{r['first_failed']:,}" if r["first_failed"] else "-"
-        print(f"| {r['pattern']} | {r['longest']:,} | {vs} | {tps} | {peak} | {bad} | "
-              f"{r['limited_by']} |")
+        print(f"| {r['pattern']} | {r['longest']:,} | {vs} | {tps} | {peak} | "
+              f"{r.get('checkpointing', '-')} | {bad} | {r['limited_by']} |")
     if audio:
         if "error" in audio:
             print(f"\naudio model, n = {audio['seq_len']:,}: {audio['error']}")
@@ -241,6 +253,9 @@ def main(argv=None) -> int:
     ap.add_argument("--max-step-s", type=float, default=None,
                     help="a length whose first training step takes longer does not count as "
                          "training (default: no limit, memory alone decides)")
+    ap.add_argument("--checkpointing", default="block,full",
+                    help="checkpointing modes to try at each length, in order: the next one "
+                         "only after the previous ran out of memory (default: block, then full)")
     ap.add_argument("--compile", default="off", choices=("auto", "on", "off"))
     ap.add_argument("--no-audio", dest="audio", action="store_false")
     ap.add_argument("--audio-len", type=int, default=1 << 20)
@@ -251,6 +266,10 @@ def main(argv=None) -> int:
                     help="--cpu: a length whose pattern allows more pairs 'runs out of memory'")
     ap.add_argument("--out", default=os.environ.get("OUT", ""), help="folder for long_context.json")
     args = ap.parse_args(argv)
+    bad = [m for m in args.checkpointing.split(",") if m not in ("none", "attention", "block", "full")]
+    if bad or not args.checkpointing:
+        ap.error(f"--checkpointing: modes from none, attention, block, full, comma-separated; "
+                 f"got {args.checkpointing!r}")
     base = get_preset("enwik8").model
     if args.cpu:
         base = dataclasses.replace(base, d_model=16, n_layers=2, n_heads=2, stride=16, summary=4)
@@ -267,7 +286,7 @@ def main(argv=None) -> int:
     head = dict(device=dev, torch=torch.__version__, triton=triton.__version__,
                 cuda=torch.version.cuda, d_model=base.d_model, n_layers=base.n_layers,
                 n_heads=base.n_heads, batch=1, precision="fp32" if args.cpu else "bf16",
-                checkpointing="block", compile=args.compile, max_step_s=args.max_step_s)
+                checkpointing=args.checkpointing, compile=args.compile, max_step_s=args.max_step_s)
     print(json.dumps(head), flush=True)
     rows = [search(p, base, args) for p in args.patterns.split(",") if p]
     audio = audio_model(args) if args.audio else None

@@ -15,6 +15,7 @@ def cfg(**kw):
 
 @pytest.mark.parametrize("given, mode", [(True, "block"), (False, "none"), ("true", "block"),
                                          ("off", "none"), ("attention", "attention"),
+                                         ("Full", "full"),
                                          ("AUTO", "auto")])
 def test_checkpointing_spellings(given, mode):
     assert cfg(checkpointing=given).checkpointing == mode
@@ -29,8 +30,10 @@ def test_bad_checkpointing_is_named(bad):
 def test_estimates_order_and_scale():
     c = cfg(d_model=512, n_layers=30, n_heads=8, seq_len=12288, stride=128, summary=32)
     tokens = 2 * 12288
-    none, attn, block = (memory.activation_bytes(c, tokens, m) for m in memory.MODES)
-    assert none > attn > block
+    none, attn, block, full = (memory.activation_bytes(c, tokens, m) for m in memory.MODES)
+    assert none > attn > block == full  # "full" chunks only inputs longer than FF_CHUNK
+    long = 1 << 20  # a million tokens: the feed-forward chunks cut the recomputed block's share
+    assert memory.activation_bytes(c, long, "full") < memory.activation_bytes(c, long, "block")
     # Twice the tokens, about twice the activations; fp32 activations cost more than bf16.
     assert memory.activation_bytes(c, 2 * tokens, "none") == pytest.approx(2 * none, rel=1e-6)
     assert memory.activation_bytes(c, tokens, "none", act_bytes=4) > none
@@ -47,7 +50,7 @@ def test_auto_picks_the_cheapest_mode_that_fits():
     assert memory.choose_checkpointing(c, tokens, params, fits("none")) == "none"
     assert memory.choose_checkpointing(c, tokens, params, fits("none") - 2) == "attention"
     assert memory.choose_checkpointing(c, tokens, params, fits("attention") - 2) == "block"
-    assert memory.choose_checkpointing(c, tokens, params, 1) == "block"  # nothing fits
+    assert memory.choose_checkpointing(c, tokens, params, 1) == "full"  # nothing fits
 
 
 def test_model_resolves_auto_once_per_shape(monkeypatch):
@@ -73,3 +76,53 @@ def test_model_resolves_auto_once_per_shape(monkeypatch):
 def test_bad_checkpoint_storage_is_named():
     with pytest.raises(ValueError, match="checkpoint_storage must be one of"):
         cfg(checkpoint_storage="fp8")
+
+
+def test_full_checkpointing_matches_block(monkeypatch):
+    """"full" recomputes each block's feed-forward in chunks of positions: the same loss and
+    gradients as "block" (to float32 rounding), with chunk boundaries inside a sequence and a
+    last, shorter chunk."""
+    from sparse_transformer.models import transformer
+
+    torch.manual_seed(0)
+    a = SparseTransformer(cfg(checkpointing="block", dropout=0.0))
+    b = SparseTransformer(cfg(checkpointing="full", dropout=0.0))
+    b.load_state_dict(a.state_dict())
+    b.ff_chunk = 13  # 2 x 40 positions: chunks cross the batch boundary, the last is short
+    x = torch.randint(0, 256, (2, 41))
+    calls = []
+    ff = transformer.FeedForward._ff
+    monkeypatch.setattr(transformer.FeedForward, "_ff",
+                        lambda self, h: calls.append(h.shape[0]) or ff(self, h))
+    la = a.loss(x[:, :-1], x[:, 1:])
+    la.backward()
+    calls_block = len(calls)
+    lb = b.loss(x[:, :-1], x[:, 1:])
+    lb.backward()
+    chunked = calls[calls_block:]
+    assert max(chunked) == 13 and 80 % 13 in chunked  # it ran in chunks
+    torch.testing.assert_close(lb, la, rtol=1e-5, atol=1e-6)
+    for (name, pa), pb in zip(a.named_parameters(), b.parameters()):
+        torch.testing.assert_close(pb.grad, pa.grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_feed_forward_chunks_inputs_past_32_bit_offsets(monkeypatch):
+    """Without checkpointing, an input whose hidden activation would hold more than
+    MAX_ELEMENTS elements runs in chunks (no recompute): same output and gradients."""
+    from sparse_transformer.models import transformer
+
+    torch.manual_seed(1)
+    ff = transformer.FeedForward(8, 4)
+    x = torch.randn(3, 10, 8, requires_grad=True)
+    ref = ff(x)
+    (gx,) = torch.autograd.grad(ref.square().sum(), x)
+    monkeypatch.setattr(transformer, "MAX_ELEMENTS", 32 * 7)  # 7 positions of 32 hidden units
+    sizes = []
+    inner = transformer.FeedForward._ff
+    monkeypatch.setattr(transformer.FeedForward, "_ff",
+                        lambda self, h: sizes.append(h.shape[0]) or inner(self, h))
+    out = ff(x)
+    (gx2,) = torch.autograd.grad(out.square().sum(), x)
+    assert sizes == [7, 7, 7, 7, 2]
+    torch.testing.assert_close(out, ref)
+    torch.testing.assert_close(gx2, gx)

@@ -34,10 +34,10 @@ class ModelConfig:
     mode: str = "merged"  # merged | interleaved | split
     position: str = "factorized"  # factorized (i // l, i % l) | data (data_shape) | none
     data_shape: tuple[int, ...] = field(default_factory=tuple)  # e.g. (32, 32, 3) for CIFAR-10
-    # Activation checkpointing: none | attention | block | auto (models/memory.py; true / false
-    # are read as block / none).
+    # Activation checkpointing: none | attention | block | full | auto (models/memory.py; true /
+    # false are read as block / none).
     checkpointing: str = "none"
-    # What "block" checkpointing stores of each block's input (the float32 residual stream):
+    # What "block" (and "full") checkpointing stores of each block's input (the float32 residual stream):
     # "auto" stores it in bfloat16 when the step runs under bf16 autocast (half the memory of
     # long contexts; the blocks then read their input rounded to bf16, as the paper's
     # half-precision activations did), "float32" stores it exactly.

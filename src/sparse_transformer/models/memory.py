@@ -5,8 +5,12 @@
 * ``"none"``: keep every activation for the backward pass (fastest);
 * ``"attention"``: recompute the attention branch (norm, q/k/v projection, attention, output
   projection) of every block in the backward pass; the feed-forward keeps its activations;
-* ``"block"``: recompute every residual block (the paper's setting; least memory);
-* ``"auto"``: the cheapest of the three whose estimated peak fits the device's free memory.
+* ``"block"``: recompute every residual block (the paper's setting);
+* ``"full"``: as ``"block"``, and inside the block being recomputed the feed-forward runs in
+  chunks of positions (``transformer.FF_CHUNK``), each recomputed once more, so that the
+  backward pass never holds a whole sequence's feed-forward activations (least memory; one
+  more feed-forward forward pass per step). For contexts of a million tokens and more;
+* ``"auto"``: the cheapest of the four whose estimated peak fits the device's free memory.
 
 The estimate counts, per token and per block, the tensors autograd keeps for an eager bf16 /
 fp16 step (an fp32 step keeps twice as many bytes), plus the fp32 weights, gradients and the two
@@ -19,7 +23,7 @@ import os
 
 import torch
 
-MODES = ("none", "attention", "block")
+MODES = ("none", "attention", "block", "full")
 CHOICES = MODES + ("auto",)
 _TRUE = ("true", "1", "yes", "on")
 _FALSE = ("false", "0", "no", "off")
@@ -63,11 +67,18 @@ def activation_bytes(cfg, tokens: int, mode: str, act_bytes: int = 2,
     ff = a * (d + 3 * f + f)  # norm out, w1 out and the activation's two saved tensors, w2 in
     per_block = {"none": stream + attn + ff + drop,
                  "attention": stream + ff + drop,
-                 "block": stream_bytes * d}[mode]
-    # The block being recomputed holds its full activations once.
-    recompute = (stream + attn + ff + drop) if mode != "none" else 0
+                 "block": stream_bytes * d,
+                 "full": stream_bytes * d}[mode]
+    # The block being recomputed holds its full activations once ("full": its feed-forward's
+    # for one chunk of positions, and the chunks' joined output).
+    from .transformer import FF_CHUNK
+
+    recompute = 0 if mode == "none" else stream + attn + ff + drop
+    chunk = 0
+    if mode == "full" and tokens > FF_CHUNK:  # shorter inputs run the feed-forward whole
+        recompute, chunk = stream + attn + drop + a * d, FF_CHUNK * ff
     logits = tokens * cfg.vocab_size * 4 * 3  # float32 logits, softmax and its gradient
-    return tokens * (per_block * cfg.n_layers + recompute) + logits
+    return tokens * (per_block * cfg.n_layers + recompute) + chunk + logits
 
 
 def state_bytes(num_params: int) -> int:
@@ -94,9 +105,9 @@ def available_bytes(device: torch.device) -> int:
 
 def choose_checkpointing(cfg, tokens: int, num_params: int, budget: int,
                          act_bytes: int = 2, stream_bytes: int = 4) -> str:
-    """The cheapest mode whose estimated step fits ``HEADROOM`` x ``budget`` bytes ("block" when
+    """The cheapest mode whose estimated step fits ``HEADROOM`` x ``budget`` bytes ("full" when
     none does: it is the least memory there is)."""
     for mode in MODES:
         if step_bytes(cfg, tokens, mode, num_params, act_bytes, stream_bytes) <= HEADROOM * budget:
             return mode
-    return "block"
+    return "full"

@@ -33,16 +33,44 @@ class QuickGELU(nn.Module):
         return x * torch.sigmoid(1.702 * x)
 
 
+# Tokens per feed-forward chunk under "full" checkpointing: large enough that each chunk's
+# GEMMs run at full speed, small enough that one chunk's activations are a few hundred MiB.
+FF_CHUNK = 1 << 16
+# No tensor the feed-forward forms holds more elements than this: long inputs run in chunks, so
+# that no kernel meets an element offset past 2**31 (32-bit indexing).
+MAX_ELEMENTS = 2**31 - 1
+
+
 class FeedForward(nn.Module):
     def __init__(self, d_model: int, mult: float):
         super().__init__()
         hidden = int(round(d_model * mult))
+        self.hidden = hidden
         self.w1 = nn.Linear(d_model, hidden)
         self.act = QuickGELU()
         self.w2 = nn.Linear(hidden, d_model)
 
-    def forward(self, x):
+    def _ff(self, x):
         return self.w2(self.act(self.w1(x)))
+
+    def forward(self, x, chunk: int = 0):
+        """``chunk`` > 0 (``"full"`` checkpointing): inputs of more than ``chunk`` positions run
+        ``chunk`` positions at a time, each chunk recomputed in the backward pass, so that autograd
+        holds one chunk's hidden activations instead of the whole sequence's. Any input whose
+        hidden activation would pass ``MAX_ELEMENTS`` runs in chunks too. Exact either way: the
+        feed-forward acts on each position alone."""
+        width = x.shape[-1]
+        tokens = x.numel() // max(1, width)
+        step = max(1, MAX_ELEMENTS // max(self.hidden, width))
+        if chunk > 0:
+            step = min(step, chunk)
+        if tokens <= step:
+            return self._ff(x)
+        recompute = chunk > 0 and torch.is_grad_enabled()
+        parts = x.reshape(tokens, width).split(step)
+        outs = [checkpoint(self._ff, p, use_reentrant=False) if recompute else self._ff(p)
+                for p in parts]
+        return torch.cat(outs).reshape(*x.shape[:-1], outs[0].shape[-1])
 
 
 class ResidualBlock(nn.Module):
@@ -61,16 +89,17 @@ class ResidualBlock(nn.Module):
         return self.drop(self.attn(self.norm_a(h), key_padding_mask, cache=cache))
 
     def forward(self, h, key_padding_mask=None, cache=None, recompute_attention: bool = False,
-                branches_only: bool = False):
+                branches_only: bool = False, ff_chunk: int = 0):
         """H + a(H) + b(H); with ``branches_only``, a(H) + b(H) from an input stored in a lower
-        precision (read as float32), for the caller to add to the exact H."""
+        precision (read as float32), for the caller to add to the exact H. ``ff_chunk``: see
+        ``FeedForward.forward``."""
         if branches_only:
             h = h.float()
         if recompute_attention and cache is None:
             a = checkpoint(self.attention_branch, h, key_padding_mask, use_reentrant=False)
         else:
             a = self.attention_branch(h, key_padding_mask, cache)
-        b = self.drop(self.ff(self.norm_b(h + a)))
+        b = self.drop(self.ff(self.norm_b(h + a), chunk=ff_chunk))
         return a + b if branches_only else h + a + b
 
     def decode_step(self, h, cache, position: int):
@@ -107,6 +136,8 @@ class PositionEmbedding(nn.Module):
 
 
 class SparseTransformer(nn.Module):
+    ff_chunk = FF_CHUNK  # positions per feed-forward chunk under "full" checkpointing
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
@@ -155,16 +186,19 @@ class SparseTransformer(nn.Module):
         # CUDA graphs replay only training steps without block recomputation: their outputs
         # live in the graphs' memory pool until the next step (marked here), which evaluation
         # and sampling loops, calling the same blocks again and again, would overwrite.
-        graphed = training and mode != "block" and self._graphed is not None
+        whole = mode in ("block", "full")  # every block recomputed
+        graphed = training and not whole and self._graphed is not None
         if graphed:
             torch.compiler.cudagraph_mark_step_begin()
-        low = mode == "block" and self._stores_bf16(x.device)
+        low = whole and self._stores_bf16(x.device)
+        # "full": the recomputed block's feed-forward runs in chunks, each recomputed once more
+        chunk = self.ff_chunk if mode == "full" else 0
         for i, blk in enumerate(self.blocks):
             if low:  # the recomputed block's input kept in bf16: half the memory of "block"
                 h = h + checkpoint(blk, h.to(torch.bfloat16), key_padding_mask,
-                                   use_reentrant=False, branches_only=True)
-            elif mode == "block":
-                h = checkpoint(blk, h, key_padding_mask, use_reentrant=False)
+                                   use_reentrant=False, branches_only=True, ff_chunk=chunk)
+            elif whole:
+                h = checkpoint(blk, h, key_padding_mask, use_reentrant=False, ff_chunk=chunk)
             elif graphed:
                 h = self._graphed[i](h, key_padding_mask, recompute_attention=mode == "attention")
             else:
@@ -172,7 +206,7 @@ class SparseTransformer(nn.Module):
         return self.head(self.norm(h)).float()
 
     def _stores_bf16(self, device) -> bool:
-        """Whether "block" checkpointing keeps block inputs in bf16 (``cfg.checkpoint_storage``
+        """Whether "block" / "full" checkpointing keeps block inputs in bf16 (``cfg.checkpoint_storage``
         "auto" under bf16 autocast)."""
         dev = torch.device(device).type
         return (self.cfg.checkpoint_storage == "auto" and torch.is_autocast_enabled(dev)
