@@ -290,9 +290,10 @@ def sparse_attention_packed(qkv, heads: int, pattern: Pattern, causal: bool = Tr
     (one linear layer's projection: q, then k, then v, heads within each). Where the Triton
     backend runs it (and ``PACKED_QKV`` is on), its kernels read the packed tensor and write its
     gradient whole, with no concatenation of dq, dk, dv; every other backend gets q, k, v as
-    views. Returns (batch, heads, seq, head_dim)."""
+    views. Returns (batch, heads, seq, head_dim). Under ``torch.compile`` the views path runs:
+    the packed call is eager only (it does not trace)."""
     q, k, v = unpack_qkv(qkv, heads)
-    if PACKED_QKV and q.numel() > 0:
+    if PACKED_QKV and q.numel() > 0 and not torch.compiler.is_compiling():
         validate(q, k, v, pattern, causal, key_padding_mask, scale, None, None)
         chosen = choose_backend(q, pattern, causal, key_padding_mask) if backend == "auto" else backend
         if chosen == "triton":
