@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from sparse_transformer import patterns as P
-from sparse_transformer.ops import crossover, masked, sparse_attention
+from sparse_transformer.ops import crossover, dispatch, masked, sparse_attention
 
 TABLE = {"entries": [
     {"kind": "Strided", "head_dim": 64, "dtype": "16bit", "n": [1024, 4096, 16384],
@@ -150,3 +150,45 @@ def test_pick_keeps_its_answers_in_a_bounded_memo(monkeypatch):
         got = crossover.pick("Strided", n, 64, torch.bfloat16, everything, 1 << 20)
         assert got == crossover.lookup(table, "Strided", n, 64, torch.bfloat16)
         assert len(table[crossover._MEMO]) <= 3
+
+
+class _FakeCudaQ:
+    """What choose_backend reads of q, for a CUDA tensor too large to make here: a view of a
+    packed (1, n, 3 x 512) projection at n = 1.5M (offsets past 2**31 elements)."""
+
+    is_cuda, dtype, device = True, torch.bfloat16, torch.device("cuda")
+
+    def __init__(self, n):
+        self.shape = (1, 8, n, 64)
+        self._stride = (n * 1536, 64, 1536, 1)
+
+    def stride(self):
+        return self._stride
+
+    def numel(self):
+        return 8 * self.shape[2] * 64
+
+
+def test_auto_never_sends_offsets_past_32_bits_to_flex(monkeypatch):
+    """Where the table says flex but a q/k/v offset passes 2**31, auto runs triton (64-bit
+    offsets) instead: FlexAttention's kernels faulted (illegal memory access) there on an H100."""
+    seen = []
+
+    def pick(kind, n, head_dim, dtype, available, *a, **k):
+        seen.append(set(available))
+        return "flex" if "flex" in available else "triton"
+
+    monkeypatch.setattr(crossover, "pick", pick)
+    monkeypatch.setattr(dispatch, "BACKENDS", {**dispatch.BACKENDS, "flex": None, "triton": None})
+    assert dispatch.choose_backend(_FakeCudaQ(1_376_256), P.Local(128), True, None) == "flex"
+    assert dispatch.choose_backend(_FakeCudaQ(1_507_328), P.Local(128), True, None) == "triton"
+    assert "flex" in seen[0] and "flex" not in seen[1]
+
+
+def test_past_int32_bound():
+    meta = dict(device="meta", dtype=torch.bfloat16)
+    assert not dispatch.past_int32(torch.empty_strided((1, 8, 1_376_256, 64), (0, 64, 1536, 1), **meta))
+    assert dispatch.past_int32(torch.empty_strided((1, 8, 1_507_328, 64), (0, 64, 1536, 1), **meta))
+    assert dispatch.past_int32(torch.empty(2**31, **meta))
+    assert not dispatch.past_int32(torch.empty(2**31 - 1, **meta))
+    assert not dispatch.past_int32(torch.empty(0, 5, **meta))

@@ -136,3 +136,11 @@ def test_traceable_patterns_use_their_predicate():
                                         else "table_mask_mod")
         got = create_mask(bm.mask_mod, 1, 4, n, n, device="cpu")[0]
         assert torch.equal(got, pattern.mask(n, 4, True))
+
+
+def test_flex_refuses_tensors_of_2_31_elements():
+    """FlexAttention's kernels use 32-bit offsets: a clear error naming the way out, not an
+    illegal memory access on the device (meta tensors: nothing is allocated)."""
+    q = torch.empty(1, 8, 2**22, 64, device="meta", dtype=torch.bfloat16)
+    with pytest.raises(ValueError, match="fewer than 2\\*\\*31 elements.*triton"):
+        flex_attention_backend(q, q, q, P.Local(128))

@@ -46,11 +46,19 @@ def _check_backend_name(name):
         raise ValueError(f"backend must be one of {['auto', *BACKENDS]}, got {name!r}")
 
 
+def past_int32(t: torch.Tensor) -> bool:
+    """Whether an element of ``t`` lies 2**31 or more elements past its first (32-bit offsets
+    overflow): a view of a packed q/k/v projection reaches that at 1.4M positions of width 512."""
+    far = sum((size - 1) * abs(stride) for size, stride in zip(t.shape, t.stride()) if size > 0)
+    return far >= 2**31 or t.numel() >= 2**31
+
+
 def choose_backend(q: torch.Tensor, pattern: Pattern, causal: bool, key_padding_mask) -> str:
     """The backend ``backend="auto"`` runs: dense SDPA for the Dense pattern; on a GPU the
     choice the crossover table measured for this pattern kind, length, head dim and dtype
     (``crossover.py``); on a CPU in float32 the CPU table's choice; otherwise triton, then flex, on a
-    GPU, and blocked anywhere else."""
+    GPU, and blocked anywhere else. Never flex for tensors whose offsets pass 32 bits (triton
+    then: its kernels switch to 64-bit offsets)."""
     if _FORCED:
         return _FORCED[-1]
     if isinstance(pattern, Dense):
@@ -61,6 +69,8 @@ def choose_backend(q: torch.Tensor, pattern: Pattern, causal: bool, key_padding_
         from . import crossover, masked
 
         available = set(BACKENDS)
+        if past_int32(q) and "triton" in available:
+            available.discard("flex")  # FlexAttention's kernels index in 32 bits; ours in 64
         choice = crossover.pick(type(pattern).__name__, q.shape[-2], q.shape[-1], q.dtype,
                                 available, masked.MAX_N, q.shape[0] * q.shape[1])
         if choice is not None:

@@ -133,7 +133,16 @@ def _block_mask(pattern: Pattern, n: int, heads: int, causal: bool, device, key_
 
 def flex_attention_backend(q, k, v, pattern: Pattern, causal: bool = True,
                            key_padding_mask=None, scale=None, return_lse: bool = False):
-    """Sparse attention through FlexAttention; same arguments and results as every backend."""
+    """Sparse attention through FlexAttention; same arguments and results as every backend.
+    FlexAttention's kernels form 32-bit element offsets: views whose offsets pass 2**31 (q, k, v
+    taken from one packed projection at 1.4M positions of width 512) are copied contiguous, and
+    tensors of 2**31 elements or more are refused (the Triton backend takes them)."""
+    from ..dispatch import past_int32
+
+    if any(t.numel() >= 2**31 for t in (q, k, v)):
+        raise ValueError(f"backend='flex' takes q, k and v of fewer than 2**31 elements, got "
+                         f"shape {tuple(q.shape)}; use backend='triton' (64-bit offsets) or 'auto'")
+    q, k, v = (t.contiguous() if past_int32(t) else t for t in (q, k, v))
     b, h, n, d = q.shape
     special, rest = split_parts(pattern, n)
     results = []
