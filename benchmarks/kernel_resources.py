@@ -85,7 +85,7 @@ def compile_kernel(role: str, head_dim: int, warps: int, stages: int, maxnreg: i
 
     fn = {"fwd": K._fwd_kernel, "dq": K._dq_kernel, "dkdv": K._dkdv_kernel}[role]
     constexprs = dict(BLOCK=64, BLOCK_D=head_dim_class(head_dim), HAS_KPM=False, HAS_SEED=False, DOT_PREC="tf32",
-                      I64=False, ATOMIC_DQ=False)
+                      I64=False, ATOMIC_DQ=False, HEADS_FAST=False)
     sig, cx = signature(fn, constexprs)
     opts = dict(num_warps=warps, num_stages=stages)
     if maxnreg:

@@ -128,6 +128,36 @@ def test_interp_64_bit_offsets(pattern, atomic, fuse, monkeypatch):
 
 
 @needs_interp
+@pytest.mark.parametrize("pattern,atomic,fuse", [
+    (P.Strided(8), False, True), (P.Strided(8), True, False), (P.Fixed(8, 2), False, False),
+    (P.Fixed(8, 2, distinct_heads=True), False, False)],
+    ids=["strided-fused", "strided-atomic", "fixed-two-kernels", "fixed-per-head"])
+def test_interp_heads_fast_launch_order(pattern, atomic, fuse, monkeypatch):
+    """Programs read with the heads fastest (``HEADS_FAST``): every program still finds its own
+    batch, head and tile (3 x 3 heads, so a wrong split of the flat index shows), against the
+    reference: forward, gradients, padding; every kernel role."""
+    from sparse_transformer.ops.triton import backend
+
+    monkeypatch.setattr(backend, "HEADS_FAST", True)
+    monkeypatch.setattr(backend, "ATOMIC_DQ", atomic)
+    if not fuse:
+        monkeypatch.setattr(backend, "FUSE_BWD_BELOW", None)
+    q, k, v = _qkv(3, 3, 45, 16, torch.float32, "cpu")
+    check_against_reference(triton_attention, q, k, v, pattern, True, _padding(3, 45, "cpu"))
+
+
+@gpu
+@pytest.mark.parametrize("pattern", [P.Strided(64), P.Fixed(64, 16)], ids=lambda p: p.name)
+def test_gpu_heads_fast_launch_order(pattern, monkeypatch):
+    from sparse_transformer.ops.triton import backend as triton_backend
+
+    monkeypatch.setattr(triton_backend, "HEADS_FAST", True)
+    monkeypatch.setattr(triton_backend, "FUSE_BWD_BELOW", 0)
+    q, k, v = _qkv(2, 4, 1025, 64, torch.bfloat16, "cuda")
+    check_against_reference(triton_attention, q, k, v, pattern, True, _padding(2, 1025, "cuda"))
+
+
+@needs_interp
 @pytest.mark.parametrize("pattern,n,d,dtype", [
     (P.Strided(32), 1025, 32, torch.float32),
     (P.Local(16), 63, 80, torch.float16),  # head_dim 80: padded to 128 inside the kernel

@@ -144,6 +144,15 @@ ATOMIC_DQ: "bool | str" = {"1": True, "0": False}.get(
     os.environ.get("SPARSE_TRANSFORMER_ATOMIC_DQ", "auto"), "auto")
 
 
+# The order the GPU starts a launch's programs in (``kernels._ids``): False (the default), head
+# after head, each head's programs most work first; True, the heads interleaved, so that every
+# head's longest programs start first. A model of the launch on the real plans (docs/benchmarks.md,
+# "What holds it back") gives fixed's summary dk/dv pass 1.29x its balanced time head after head
+# and 1.01x interleaved; not measured on a GPU yet, so off. ``SPARSE_TRANSFORMER_HEADS_FAST`` =
+# 1 | 0 sets it for a run.
+HEADS_FAST: bool = os.environ.get("SPARSE_TRANSFORMER_HEADS_FAST", "0") == "1"
+
+
 def _atomic_dq(qplan: TritonPlan) -> bool:
     if torch.are_deterministic_algorithms_enabled() or ATOMIC_DQ is False:
         return False
@@ -349,7 +358,8 @@ def _fwd_layout(plan: TritonPlan, q, k, v, has_kpm: bool) -> _FwdLayout:
                   **_strided("sq", strides[0:3]), **_strided("sk", strides[3:6]),
                   **_strided("sv", strides[6:9]), H=h, N=n, D=d, HP_MUL=hp_mul, BLOCK=block,
                   BLOCK_D=block_d, HAS_KPM=has_kpm, DOT_PREC=_dot_prec(q.dtype),
-                  I64=_needs_i64(q.shape, strides + out_strides, plan.block))
+                  I64=_needs_i64(q.shape, strides + out_strides, plan.block),
+                  HEADS_FAST=HEADS_FAST)
     opts = _launch_opts("fwd", q.device, plan.kind, d, q.dtype)
     launches = []
     for i, ps in enumerate(plan.fwd):
@@ -372,7 +382,7 @@ def _forward(q, k, v, kpm, plan: TritonPlan, scale: float):
     comes back through it is read where it lies."""
     b, h, n, d = q.shape
     sig = ("fwd", id(plan), q.shape, q.stride(), k.stride(), v.stride(), q.dtype, k.dtype,
-           v.dtype, q.device, kpm is not None, tuning.GENERATION, tuning.USE_TABLE)
+           v.dtype, q.device, kpm is not None, tuning.GENERATION, tuning.USE_TABLE, HEADS_FAST)
     layout = _LAYOUTS.get(sig)
     if layout is None or layout.plan is not plan:
         layout = _LAYOUTS[sig] = _fwd_layout(plan, q, k, v, kpm is not None)
@@ -433,7 +443,7 @@ def _bwd_layout(plans, q, k, v, out, dout, grads, has_dlse: bool, has_kpm: bool)
                   **_strided("sq", strides[0:3]), **_strided("sk", strides[3:6]),
                   **_strided("sv", strides[6:9]), **_strided("sd", do_strides), H=h, N=n, D=d,
                   BLOCK_D=tuning.head_dim_class(d), HAS_KPM=has_kpm,
-                  DOT_PREC=_dot_prec(q.dtype), I64=i64)
+                  DOT_PREC=_dot_prec(q.dtype), I64=i64, HEADS_FAST=HEADS_FAST)
     empty = _empty_pass(dev)
     for i in range(max(len(qpasses), len(kpasses))):
         qp = qpasses[i] if i < len(qpasses) else None
@@ -493,7 +503,7 @@ def _backward(dout, dlse, q, k, v, out, lse, kpm, plans, scale: float, grads=Non
            dlse is not None, kpm is not None,
            None if grads is None else tuple((g.stride(), g.dtype) for g in grads),
            FUSE_BWD_BELOW, ATOMIC_DQ, torch.are_deterministic_algorithms_enabled(),
-           tuning.GENERATION, tuning.USE_TABLE)
+           tuning.GENERATION, tuning.USE_TABLE, HEADS_FAST)
     layout = _LAYOUTS.get(sig)
     if layout is None or layout.plans[1] is not plans[1] or layout.plans[2] is not plans[2]:
         layout = _LAYOUTS[sig] = _bwd_layout(plans, q, k, v, out, dout, grads,

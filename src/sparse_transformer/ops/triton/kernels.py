@@ -43,10 +43,24 @@ def _run(ENT, r):
 
 
 @triton.jit
-def _program(TILES, ORDER, pid, H, T, HP_MUL, BLOCK: tl.constexpr, I64: tl.constexpr):
-    """What program (``pid``, ``program_id(1)`` = batch x head) owns: (b, h, its head group's
-    row hp in the plan, its tile t, offs = 0..BLOCK-1, the tile's positions)."""
-    bh = tl.program_id(1)
+def _ids(HEADS_FAST: tl.constexpr):
+    """(program index within its head, batch x head index) of this program. Launch grids are
+    (programs per head, batch x heads), and the GPU starts programs in grid order, axis 0
+    fastest: by default head after head, each head's programs in plan order (most work first).
+    With ``HEADS_FAST`` the same grid is read with the heads fastest: every head's first program,
+    then every head's second, ..., so the heads' longest programs all start first."""
+    if HEADS_FAST:
+        heads = tl.num_programs(1)
+        flat = tl.program_id(1) * tl.num_programs(0) + tl.program_id(0)
+        return flat // heads, flat % heads
+    else:
+        return tl.program_id(0), tl.program_id(1)
+
+
+@triton.jit
+def _program(TILES, ORDER, pid, bh, H, T, HP_MUL, BLOCK: tl.constexpr, I64: tl.constexpr):
+    """What program ``pid`` of batch x head ``bh`` owns: (b, h, its head group's row hp in the
+    plan, its tile t, offs = 0..BLOCK-1, the tile's positions)."""
     if I64:  # offsets past 2**31 elements: positions and rows in 64-bit arithmetic
         bh = bh.to(tl.int64)
     b = bh // H
@@ -110,9 +124,10 @@ def _fwd_kernel(Q, K, V, O, LSE, SEED_O, SEED_LSE, KPM,
                 qk_scale, sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sob, soh, son,
                 H, N, D, T, E, HP_MUL,
                 BLOCK: tl.constexpr, BLOCK_D: tl.constexpr, HAS_KPM: tl.constexpr,
-                HAS_SEED: tl.constexpr, DOT_PREC: tl.constexpr, I64: tl.constexpr):
-    pid = tl.program_id(0)
-    b, h, hp, t, offs, qpos = _program(TILES, ORDER, pid, H, T, HP_MUL, BLOCK, I64)
+                HAS_SEED: tl.constexpr, DOT_PREC: tl.constexpr, I64: tl.constexpr,
+                HEADS_FAST: tl.constexpr):
+    pid, bh = _ids(HEADS_FAST)
+    b, h, hp, t, offs, qpos = _program(TILES, ORDER, pid, bh, H, T, HP_MUL, BLOCK, I64)
     offs_d = tl.arange(0, BLOCK_D)
     dmask = offs_d < D
     qin = qpos < N
@@ -207,13 +222,13 @@ def _dq_step(q, do, lse2, delta, dq, K, V, b, h, kpos, mid, MASKS, KPM, skb, skh
 
 
 @triton.jit
-def _dq_tile(pid, Q, K, V, DO, LSE, DELTA, DQ, SEED_DQ, KPM,
+def _dq_tile(pid, bh, Q, K, V, DO, LSE, DELTA, DQ, SEED_DQ, KPM,
              TILES, ORDER, ROWPTR, ENT, MASKS,
              qk_scale, sm_scale, sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sdb, sdh, sdn,
              sgb, sgh, sgn, H, N, D, T, E, HP_MUL,
              BLOCK: tl.constexpr, BLOCK_D: tl.constexpr, HAS_KPM: tl.constexpr,
              HAS_SEED: tl.constexpr, DOT_PREC: tl.constexpr, I64: tl.constexpr):
-    b, h, hp, t, offs, qpos = _program(TILES, ORDER, pid, H, T, HP_MUL, BLOCK, I64)
+    b, h, hp, t, offs, qpos = _program(TILES, ORDER, pid, bh, H, T, HP_MUL, BLOCK, I64)
     offs_d = tl.arange(0, BLOCK_D)
     dmask = offs_d < D
     qin = qpos < N
@@ -284,7 +299,7 @@ def _dkdv_step(k, v, kpad, dk, dv, Q, DO, LSE, DELTA, DQACC, b, h, H, qpos, mid,
 
 
 @triton.jit
-def _dkdv_tile(pid, Q, K, V, DO, LSE, DELTA, DK, DV, SEED_DK, SEED_DV, KPM, DQACC,
+def _dkdv_tile(pid, bh, Q, K, V, DO, LSE, DELTA, DK, DV, SEED_DK, SEED_DV, KPM, DQACC,
                TILES, ORDER, ROWPTR, ENT, MASKS,
                qk_scale, sm_scale, sqb, sqh, sqn, skb, skh, skn, svb, svh, svn,
                sdb, sdh, sdn, sgkb, sgkh, sgkn, sgvb, sgvh, sgvn,
@@ -292,7 +307,7 @@ def _dkdv_tile(pid, Q, K, V, DO, LSE, DELTA, DK, DV, SEED_DK, SEED_DV, KPM, DQAC
                BLOCK: tl.constexpr, BLOCK_D: tl.constexpr, HAS_KPM: tl.constexpr,
                HAS_SEED: tl.constexpr, DOT_PREC: tl.constexpr, ATOMIC_DQ: tl.constexpr,
                I64: tl.constexpr):
-    b, h, hp, t, offs, kpos = _program(TILES, ORDER, pid, H, T, HP_MUL, BLOCK, I64)
+    b, h, hp, t, offs, kpos = _program(TILES, ORDER, pid, bh, H, T, HP_MUL, BLOCK, I64)
     offs_d = tl.arange(0, BLOCK_D)
     dmask = offs_d < D
     kin = kpos < N
@@ -345,16 +360,16 @@ def _bwd_kernel(Q, K, V, DO, LSE, DELTA, DQ, SEED_DQ, DK, DV, SEED_DK, SEED_DV, 
                 H, N, D, TQ, EQ, TK, EK, HP_MUL,
                 BLOCK: tl.constexpr, BLOCK_D: tl.constexpr, HAS_KPM: tl.constexpr,
                 DQ_SEED: tl.constexpr, KV_SEED: tl.constexpr, DOT_PREC: tl.constexpr,
-                I64: tl.constexpr):
+                I64: tl.constexpr, HEADS_FAST: tl.constexpr):
     """One launch for a backward pass: the first TQ programs compute dq tiles, the rest dk/dv."""
-    pid = tl.program_id(0)
+    pid, bh = _ids(HEADS_FAST)
     if pid < TQ:
-        _dq_tile(pid, Q, K, V, DO, LSE, DELTA, DQ, SEED_DQ, KPM, QTILES, QORDER, QROWPTR, QENT,
+        _dq_tile(pid, bh, Q, K, V, DO, LSE, DELTA, DQ, SEED_DQ, KPM, QTILES, QORDER, QROWPTR, QENT,
                  MASKS, qk_scale, sm_scale, sqb, sqh, sqn, skb, skh, skn, svb, svh, svn,
                  sdb, sdh, sdn, sgb, sgh, sgn, H, N, D, TQ, EQ, HP_MUL, BLOCK, BLOCK_D, HAS_KPM, DQ_SEED,
                  DOT_PREC, I64)
     else:
-        _dkdv_tile(pid - TQ, Q, K, V, DO, LSE, DELTA, DK, DV, SEED_DK, SEED_DV, KPM, DQ,
+        _dkdv_tile(pid - TQ, bh, Q, K, V, DO, LSE, DELTA, DK, DV, SEED_DK, SEED_DV, KPM, DQ,
                    KTILES, KORDER, KROWPTR, KENT, MASKS, qk_scale, sm_scale, sqb, sqh, sqn, skb,
                    skh, skn, svb, svh, svn, sdb, sdh, sdn, sgkb, sgkh, sgkn, sgvb, sgvh, sgvn, H,
                    N, D, TK, EK,
@@ -366,9 +381,11 @@ def _dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, SEED_DQ, KPM, TILES, ORDER, ROWPTR, 
                qk_scale, sm_scale, sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sdb, sdh, sdn,
                sgb, sgh, sgn, H, N, D, T, E, HP_MUL,
                BLOCK: tl.constexpr, BLOCK_D: tl.constexpr, HAS_KPM: tl.constexpr,
-               HAS_SEED: tl.constexpr, DOT_PREC: tl.constexpr, I64: tl.constexpr):
+               HAS_SEED: tl.constexpr, DOT_PREC: tl.constexpr, I64: tl.constexpr,
+               HEADS_FAST: tl.constexpr):
     """dq alone (for large passes, where one kernel per role keeps register use lower)."""
-    _dq_tile(tl.program_id(0), Q, K, V, DO, LSE, DELTA, DQ, SEED_DQ, KPM, TILES, ORDER, ROWPTR,
+    pid, bh = _ids(HEADS_FAST)
+    _dq_tile(pid, bh, Q, K, V, DO, LSE, DELTA, DQ, SEED_DQ, KPM, TILES, ORDER, ROWPTR,
              ENT, MASKS, qk_scale, sm_scale, sqb, sqh, sqn, skb, skh, skn, svb, svh, svn,
              sdb, sdh, sdn, sgb, sgh, sgn, H, N, D, T, E, HP_MUL, BLOCK, BLOCK_D, HAS_KPM, HAS_SEED, DOT_PREC,
              I64)
@@ -382,11 +399,12 @@ def _dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, SEED_DK, SEED_DV, KPM, DQACC,
                  H, N, D, T, E, HP_MUL,
                  BLOCK: tl.constexpr, BLOCK_D: tl.constexpr, HAS_KPM: tl.constexpr,
                  HAS_SEED: tl.constexpr, DOT_PREC: tl.constexpr, ATOMIC_DQ: tl.constexpr,
-                 I64: tl.constexpr):
+                 I64: tl.constexpr, HEADS_FAST: tl.constexpr):
     """dk and dv alone (see ``_dq_kernel``); with ``ATOMIC_DQ`` also dq, added atomically to
     the float32 ``DQACC`` (the one-pass backward: five matmuls per tile pair instead of seven,
     in an order that varies from run to run)."""
-    _dkdv_tile(tl.program_id(0), Q, K, V, DO, LSE, DELTA, DK, DV, SEED_DK, SEED_DV, KPM, DQACC,
+    pid, bh = _ids(HEADS_FAST)
+    _dkdv_tile(pid, bh, Q, K, V, DO, LSE, DELTA, DK, DV, SEED_DK, SEED_DV, KPM, DQACC,
                TILES, ORDER, ROWPTR, ENT, MASKS, qk_scale, sm_scale, sqb, sqh, sqn, skb, skh,
                skn, svb, svh, svn, sdb, sdh, sdn, sgkb, sgkh, sgkn, sgvb, sgvh, sgvn, H, N, D, T,
                E, HP_MUL,
