@@ -1,0 +1,97 @@
+"""A model of how long a Triton launch takes in each launch order, from the real plans (CPU).
+
+The GPU starts a launch's programs in grid order and gives each free slot the next one. Our
+launches are (programs per head, batch x heads) grids whose programs are ordered most work first
+within a head; by default the GPU walks them head after head, and with ``HEADS_FAST`` (see
+``ops/triton/kernels._ids``) every head's first program, then every head's second, ... This
+script builds the plans on the CPU, takes each program's work as its computed tile pairs plus
+one (its own loads and stores), and simulates greedy dispatch onto ``--sms`` x programs-per-SM
+slots. It prints each pass's modelled time against a perfectly balanced one (total work / slots)
+in both orders. It models scheduling alone: not memory traffic, L2 locality or clock behaviour,
+so what it predicts must be measured (``benchmarks/gpu.py`` with SPARSE_TRANSFORMER_HEADS_FAST=1).
+
+    python benchmarks/launch_order.py                       # n = 16384, 16 heads, 132 SMs
+    python benchmarks/launch_order.py --n 65536 --heads 8
+"""
+from __future__ import annotations
+
+import argparse
+import heapq
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
+
+from sparse_transformer import patterns as P  # noqa: E402
+from sparse_transformer.ops.triton.plan import build_plan  # noqa: E402
+
+PATTERNS = {"fixed": P.Fixed(128, 32), "strided": P.Strided(128), "local": P.Local(256)}
+
+
+def program_work(ps, head: int = 0) -> list[float]:
+    """Computed tile pairs (+1) of each program of one head group, in launch order."""
+    rowptr, ent, order = ps.rowptr[head].long(), ps.entries[head].long(), ps.order[head].long()
+    counts = ent[:, 4].clamp(min=1)
+    return [float(counts[rowptr[t]:rowptr[t + 1]].sum()) + 1.0 for t in order.tolist()]
+
+
+def makespan(work: list[float], slots: int) -> float:
+    free = [0.0] * slots
+    end = 0.0
+    for w in work:
+        t = heapq.heappop(free) + w
+        heapq.heappush(free, t)
+        end = max(end, t)
+    return end
+
+
+def model(pattern, n: int, heads: int, block: int, slots: dict) -> list[dict]:
+    plan = build_plan(pattern, n, heads, True, "cpu", block)
+    rows = []
+    for role, passes in (("fwd/dq", plan.fwd), ("dk/dv", plan.bwd)):
+        for i, ps in enumerate(passes):
+            per_head = [program_work(ps, min(h, plan.heads - 1)) for h in range(heads)]
+            head_major = [w for ws in per_head for w in ws]
+            interleaved = [ws[j] for j in range(len(per_head[0])) for ws in per_head]
+            s = slots[role]
+            ideal = sum(head_major) / s
+            a, b = makespan(head_major, s), makespan(interleaved, s)
+            rows.append(dict(role=role, index=i, programs_per_head=len(per_head[0]),
+                             longest=max(head_major), head_major=a / ideal,
+                             interleaved=b / ideal, gain=a / b))
+    return rows
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--n", type=int, default=16384)
+    ap.add_argument("--heads", type=int, default=16, help="batch x heads")
+    ap.add_argument("--block", type=int, default=64)
+    ap.add_argument("--sms", type=int, default=132)
+    ap.add_argument("--fwd-per-sm", type=int, default=3, help="forward/dq programs per SM")
+    ap.add_argument("--dkdv-per-sm", type=int, default=2, help="dk/dv programs per SM")
+    ap.add_argument("--patterns", default=",".join(PATTERNS))
+    args = ap.parse_args(argv)
+    for name, value in (("--n", args.n), ("--heads", args.heads), ("--block", args.block),
+                        ("--sms", args.sms)):
+        if value < 1:
+            ap.error(f"{name} must be >= 1, got {value}")
+    slots = {"fwd/dq": args.sms * args.fwd_per_sm, "dk/dv": args.sms * args.dkdv_per_sm}
+    print(f"n = {args.n:,}, {args.heads} heads, tiles of {args.block}, {args.sms} SMs "
+          f"({args.fwd_per_sm} forward/dq and {args.dkdv_per_sm} dk/dv programs per SM)\n")
+    print("| pattern | pass | programs per head | longest (tile pairs) | head after head | "
+          "heads interleaved | gain |")
+    print("|---|---|---|---|---|---|---|")
+    for name in args.patterns.split(","):
+        if name not in PATTERNS:
+            ap.error(f"--patterns: names from {', '.join(PATTERNS)}, got {name!r}")
+        for r in model(PATTERNS[name], args.n, args.heads, args.block, slots):
+            print(f"| {name} | {r['role']} {r['index']} | {r['programs_per_head']} | "
+                  f"{r['longest']:.0f} | {r['head_major']:.2f}x | {r['interleaved']:.2f}x | "
+                  f"{r['gain']:.2f}x |")
+    print("\n(times relative to a perfectly balanced launch: total work / slots)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
