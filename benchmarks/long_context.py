@@ -3,11 +3,12 @@
 For the ``enwik8`` preset's width and depth (d 512, 30 layers, 8 heads; the patterns at its
 stride 128, fixed with summary 32), batch 1, bf16, every block recomputed (``checkpointing=block``;
 a length that runs out of memory so is tried again with ``full``, which also recomputes each
-block's feed-forward in chunks: ``--checkpointing``), this finds the longest context a training step fits in: lengths double from ``--start`` until a
-step runs out of memory (``torch.cuda.OutOfMemoryError``), then bisect between the last length
-that fit and the first that did not, down to ``--granule`` tokens. At the longest length it
-reports tokens/s (``--steps`` steps after one warm-up step, between two synchronisations) and the
-peak allocated memory. Each step is the library's ``Trainer`` step (AdamW, clipping, the data
+block's feed-forward in chunks: ``--checkpointing``), this finds the longest context a training
+step fits in: lengths double from ``--start`` until a step runs out of memory
+(``torch.cuda.OutOfMemoryError``), then bisect between the last length that fit and the first
+that did not, down to ``--granule`` tokens. At the longest length it reports tokens/s
+(``--steps`` steps after one warm-up step, between two synchronisations) and the peak allocated
+memory. Each step is the library's ``Trainer`` step (AdamW, clipping, the data
 path) on random bytes, so no data set is needed.
 
 Dense attention here is flash attention (SDPA), whose memory also grows linearly with n, so
@@ -222,8 +223,8 @@ def audio_model(args) -> dict:
 
 def print_tables(rows: list[dict], audio: dict | None) -> None:
     dense = next((r for r in rows if r["pattern"] == "dense"), None)
-    print("| pattern | longest context | vs dense | tokens/s | peak GiB | checkpointing | first failed "
-          "| limited by |")
+    print("| pattern | longest context | vs dense | tokens/s | peak GiB | checkpointing | "
+          "first failed | limited by |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         vs = (f"{r['longest'] / dense['longest']:.1f}x" if dense and dense["longest"]
@@ -266,7 +267,8 @@ def main(argv=None) -> int:
                     help="--cpu: a length whose pattern allows more pairs 'runs out of memory'")
     ap.add_argument("--out", default=os.environ.get("OUT", ""), help="folder for long_context.json")
     args = ap.parse_args(argv)
-    bad = [m for m in args.checkpointing.split(",") if m not in ("none", "attention", "block", "full")]
+    modes = ("none", "attention", "block", "full")
+    bad = [m for m in args.checkpointing.split(",") if m not in modes]
     if bad or not args.checkpointing:
         ap.error(f"--checkpointing: modes from none, attention, block, full, comma-separated; "
                  f"got {args.checkpointing!r}")

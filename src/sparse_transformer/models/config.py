@@ -37,7 +37,8 @@ class ModelConfig:
     # Activation checkpointing: none | attention | block | full | auto (models/memory.py; true /
     # false are read as block / none).
     checkpointing: str = "none"
-    # What "block" (and "full") checkpointing stores of each block's input (the float32 residual stream):
+    # What "block" (and "full") checkpointing stores of each block's input (the float32
+    # residual stream):
     # "auto" stores it in bfloat16 when the step runs under bf16 autocast (half the memory of
     # long contexts; the blocks then read their input rounded to bf16, as the paper's
     # half-precision activations did), "float32" stores it exactly.

@@ -206,8 +206,8 @@ class SparseTransformer(nn.Module):
         return self.head(self.norm(h)).float()
 
     def _stores_bf16(self, device) -> bool:
-        """Whether "block" / "full" checkpointing keeps block inputs in bf16 (``cfg.checkpoint_storage``
-        "auto" under bf16 autocast)."""
+        """Whether "block" / "full" checkpointing keeps block inputs in bf16
+        (``cfg.checkpoint_storage`` "auto" under bf16 autocast)."""
         dev = torch.device(device).type
         return (self.cfg.checkpoint_storage == "auto" and torch.is_autocast_enabled(dev)
                 and torch.get_autocast_dtype(dev) == torch.bfloat16)
