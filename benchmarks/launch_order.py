@@ -25,7 +25,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
 from sparse_transformer import patterns as P  # noqa: E402
 from sparse_transformer.ops.triton.plan import build_plan  # noqa: E402
 
-PATTERNS = {"fixed": P.Fixed(128, 32), "strided": P.Strided(128), "local": P.Local(256)}
+PATTERNS = {"fixed": P.Fixed(128, 32), "strided": P.Strided(128), "local": P.Local(256),
+            "longformer": P.longformer(128, (0,)), "bigbird": P.bigbird(128, (0,))}
 
 
 def program_work(ps, head: int = 0) -> list[float]:
@@ -70,7 +71,7 @@ def main(argv=None) -> int:
     ap.add_argument("--sms", type=int, default=132)
     ap.add_argument("--fwd-per-sm", type=int, default=3, help="forward/dq programs per SM")
     ap.add_argument("--dkdv-per-sm", type=int, default=2, help="dk/dv programs per SM")
-    ap.add_argument("--patterns", default=",".join(PATTERNS))
+    ap.add_argument("--patterns", default="fixed,strided,local")
     args = ap.parse_args(argv)
     for name, value in (("--n", args.n), ("--heads", args.heads), ("--block", args.block),
                         ("--sms", args.sms)):
