@@ -26,14 +26,15 @@ import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
 
-KERNELS = ("fwd", "dq", "dkdv")
+KERNELS = ("fwd", "dq", "dkdv", "dkdv-split")  # dkdv-split: with split rows (HAS_SPLIT)
 # Pointer arguments that are not q/k/v-typed (bf16): float32 statistics and scratch, int8 masks
 # and keys-padding, int32 plan tables.
 _POINTERS = {"LSE": "*fp32", "DELTA": "*fp32", "SEED_O": "*fp32", "SEED_LSE": "*fp32",
              "SEED_DQ": "*fp32", "SEED_DK": "*fp32", "SEED_DV": "*fp32", "DQACC": "*fp32",
              "KPM": "*i8", "MASKS": "*i8", "TILES": "*i32", "ORDER": "*i32", "ROWPTR": "*i32",
-             "ENT": "*i32"}
-_INTS = {"H", "N", "D", "T", "E", "HP_MUL"}
+             "ENT": "*i32", "SPLIT": "*i32", "PARTS": "*i32", "CNT": "*i32", "DKS": "*fp32",
+             "DVS": "*fp32"}
+_INTS = {"H", "N", "D", "T", "E", "HP_MUL", "S"}
 _FLOATS = {"qk_scale", "sm_scale"}
 
 
@@ -83,9 +84,11 @@ def compile_kernel(role: str, head_dim: int, warps: int, stages: int, maxnreg: i
     from sparse_transformer.ops.triton import kernels as K
     from sparse_transformer.ops.triton.tuning import head_dim_class
 
-    fn = {"fwd": K._fwd_kernel, "dq": K._dq_kernel, "dkdv": K._dkdv_kernel}[role]
-    constexprs = dict(BLOCK=64, BLOCK_D=head_dim_class(head_dim), HAS_KPM=False, HAS_SEED=False, DOT_PREC="tf32",
-                      I64=False, ATOMIC_DQ=False, HEADS_FAST=False)
+    fn = {"fwd": K._fwd_kernel, "dq": K._dq_kernel, "dkdv": K._dkdv_kernel,
+          "dkdv-split": K._dkdv_kernel}[role]
+    constexprs = dict(BLOCK=64, BLOCK_D=head_dim_class(head_dim), HAS_KPM=False, HAS_SEED=False,
+                      DOT_PREC="tf32", I64=False, ATOMIC_DQ=False, HEADS_FAST=False,
+                      HAS_SPLIT=role == "dkdv-split")
     sig, cx = signature(fn, constexprs)
     opts = dict(num_warps=warps, num_stages=stages)
     if maxnreg:

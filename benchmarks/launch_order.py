@@ -8,7 +8,9 @@ script builds the plans on the CPU, takes each program's work as its computed ti
 one (its own loads and stores), and simulates greedy dispatch onto ``--sms`` x programs-per-SM
 slots. It prints each pass's modelled time against a perfectly balanced one (total work / slots)
 in both orders. It models scheduling alone: not memory traffic, L2 locality or clock behaviour,
-so what it predicts must be measured (``benchmarks/gpu.py`` with SPARSE_TRANSFORMER_HEADS_FAST=1).
+so what it predicts must be measured (``benchmarks/gpu.py`` with SPARSE_TRANSFORMER_HEADS_FAST=1
+or SPARSE_TRANSFORMER_SPLIT_ROWS=128). The last column splits dk/dv rows longer than
+``--split-cap`` tile pairs into pieces (``plan.split_rows``), in today's head-after-head order.
 
     python benchmarks/launch_order.py                       # n = 16384, 16 heads, 132 SMs
     python benchmarks/launch_order.py --n 65536 --heads 8
@@ -23,7 +25,7 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
 
 from sparse_transformer import patterns as P  # noqa: E402
-from sparse_transformer.ops.triton.plan import build_plan  # noqa: E402
+from sparse_transformer.ops.triton.plan import build_plan, split_rows  # noqa: E402
 
 PATTERNS = {"fixed": P.Fixed(128, 32), "strided": P.Strided(128), "local": P.Local(256),
             "longformer": P.longformer(128, (0,)), "bigbird": P.bigbird(128, (0,))}
@@ -46,7 +48,11 @@ def makespan(work: list[float], slots: int) -> float:
     return end
 
 
-def model(pattern, n: int, heads: int, block: int, slots: dict) -> list[dict]:
+def model(pattern, n: int, heads: int, block: int, slots: dict,
+          split_cap: int | None = None) -> list[dict]:
+    """Per pass: modelled time over balanced time head after head and heads interleaved, and
+    (dk/dv passes, ``split_cap``) head after head with rows split at ``split_cap`` tile pairs
+    (``plan.split_rows``; each piece costs one extra tile pair for its partial sums)."""
     plan = build_plan(pattern, n, heads, True, "cpu", block)
     rows = []
     for role, passes in (("fwd/dq", plan.fwd), ("dk/dv", plan.bwd)):
@@ -57,9 +63,18 @@ def model(pattern, n: int, heads: int, block: int, slots: dict) -> list[dict]:
             s = slots[role]
             ideal = sum(head_major) / s
             a, b = makespan(head_major, s), makespan(interleaved, s)
-            rows.append(dict(role=role, index=i, programs_per_head=len(per_head[0]),
-                             longest=max(head_major), head_major=a / ideal,
-                             interleaved=b / ideal, gain=a / b))
+            row = dict(role=role, index=i, programs_per_head=len(per_head[0]),
+                       longest=max(head_major), head_major=a / ideal, interleaved=b / ideal,
+                       gain=a / b, split=None)
+            sp = split_rows(ps, split_cap) if split_cap and role == "dk/dv" else None
+            if sp is not None:
+                pieces = program_work(sp)
+                extra = [1.0 if int(x) >= 0 else 0.0 for x in sp.split[0][sp.order[0].long()]]
+                work = [w + e for w, e in zip(pieces, extra)] * heads
+                row["split"] = makespan(work, s) / ideal
+            elif split_cap and role == "dk/dv":
+                row["split"] = row["head_major"]  # no row longer than the cap
+            rows.append(row)
     return rows
 
 
@@ -72,6 +87,8 @@ def main(argv=None) -> int:
     ap.add_argument("--fwd-per-sm", type=int, default=3, help="forward/dq programs per SM")
     ap.add_argument("--dkdv-per-sm", type=int, default=2, help="dk/dv programs per SM")
     ap.add_argument("--patterns", default="fixed,strided,local")
+    ap.add_argument("--split-cap", type=int, default=128,
+                    help="model dk/dv rows split at this many tile pairs (0: not modelled)")
     args = ap.parse_args(argv)
     for name, value in (("--n", args.n), ("--heads", args.heads), ("--block", args.block),
                         ("--sms", args.sms)):
@@ -81,15 +98,16 @@ def main(argv=None) -> int:
     print(f"n = {args.n:,}, {args.heads} heads, tiles of {args.block}, {args.sms} SMs "
           f"({args.fwd_per_sm} forward/dq and {args.dkdv_per_sm} dk/dv programs per SM)\n")
     print("| pattern | pass | programs per head | longest (tile pairs) | head after head | "
-          "heads interleaved | gain |")
-    print("|---|---|---|---|---|---|---|")
+          f"heads interleaved | gain | rows split at {args.split_cap} |")
+    print("|---|---|---|---|---|---|---|---|")
     for name in args.patterns.split(","):
         if name not in PATTERNS:
             ap.error(f"--patterns: names from {', '.join(PATTERNS)}, got {name!r}")
-        for r in model(PATTERNS[name], args.n, args.heads, args.block, slots):
+        for r in model(PATTERNS[name], args.n, args.heads, args.block, slots, args.split_cap):
+            split = "-" if r["split"] is None else f"{r['split']:.2f}x"
             print(f"| {name} | {r['role']} {r['index']} | {r['programs_per_head']} | "
                   f"{r['longest']:.0f} | {r['head_major']:.2f}x | {r['interleaved']:.2f}x | "
-                  f"{r['gain']:.2f}x |")
+                  f"{r['gain']:.2f}x | {split} |")
     print("\n(times relative to a perfectly balanced launch: total work / slots)")
     return 0
 

@@ -24,3 +24,13 @@ def test_model_of_fixed_favours_interleaved_heads(capsys):
     assert launch_order.main(["--n", "2048", "--heads", "4", "--sms", "8"]) == 0
     out = capsys.readouterr().out
     assert "| fixed | dk/dv 0 |" in out and "| local |" in out
+
+
+def test_model_of_split_rows_shortens_a_global_column():
+    """Longformer's global key column is one long dk/dv program; split at 32 tile pairs its
+    modelled launch is shorter (and the splitting is only modelled where a row is longer)."""
+    rows = launch_order.model(launch_order.PATTERNS["longformer"], 16384, 16, 64,
+                              {"fwd/dq": 396, "dk/dv": 264}, split_cap=32)
+    dkdv = [r for r in rows if r["role"] == "dk/dv"]
+    assert dkdv[0]["head_major"] > 3 and dkdv[0]["split"] < 1.5
+    assert all(r["split"] is None for r in rows if r["role"] == "fwd/dq")

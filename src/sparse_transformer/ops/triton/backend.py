@@ -32,7 +32,7 @@ from ...patterns import Pattern
 from ...patterns.base import by_token
 from ..cache import LRUCache
 from . import tuning
-from .plan import RUN, Pass, TritonPlan, build_plan
+from .plan import RUN, Pass, TritonPlan, build_plan, split_rows
 
 MAX_HEAD_DIM = 128
 DTYPES = (torch.float16, torch.bfloat16, torch.float32)
@@ -151,6 +151,23 @@ ATOMIC_DQ: "bool | str" = {"1": True, "0": False}.get(
 # and 1.01x interleaved; not measured on a GPU yet, so off. ``SPARSE_TRANSFORMER_HEADS_FAST`` =
 # 1 | 0 sets it for a run.
 HEADS_FAST: bool = os.environ.get("SPARSE_TRANSFORMER_HEADS_FAST", "0") == "1"
+
+
+# dk/dv rows of more than this many tile pairs run as several programs (``plan.split_rows``),
+# whose float32 partial sums the last one to finish adds up and writes. A key every query sees
+# (a global position, a fixed summary column) otherwise makes one program loop over the whole
+# sequence while the rest of the launch has finished: `benchmarks/launch_order.py` models
+# longformer's dk/dv launch at 1M positions at 7.3x its balanced time. None: rows stay whole
+# (the default until measured on a GPU). ``SPARSE_TRANSFORMER_SPLIT_ROWS`` = N sets it for a
+# run (0: off). Results then vary in the last bits from run to run (additions in any order), so
+# ``torch.use_deterministic_algorithms(True)`` turns it off.
+SPLIT_ROWS_ABOVE: "int | None" = int(os.environ.get("SPARSE_TRANSFORMER_SPLIT_ROWS", "0")) or None
+
+
+def _split_cap() -> "int | None":
+    if SPLIT_ROWS_ABOVE is None or torch.are_deterministic_algorithms_enabled():
+        return None
+    return SPLIT_ROWS_ABOVE
 
 
 def _atomic_dq(qplan: TritonPlan) -> bool:
@@ -401,7 +418,8 @@ def _forward(q, k, v, kpm, plan: TritonPlan, scale: float):
 
 
 class _BwdLayout:
-    __slots__ = ("plans", "kv_zero", "acc_kv", "acc_zero", "atomic", "acc_q", "launches")
+    __slots__ = ("plans", "kv_zero", "acc_kv", "acc_zero", "atomic", "acc_q", "launches",
+                 "splits")
 
     def __init__(self, plans, **fields):
         self.plans = plans
@@ -445,6 +463,8 @@ def _bwd_layout(plans, q, k, v, out, dout, grads, has_dlse: bool, has_kpm: bool)
                   BLOCK_D=tuning.head_dim_class(d), HAS_KPM=has_kpm,
                   DOT_PREC=_dot_prec(q.dtype), I64=i64, HEADS_FAST=HEADS_FAST)
     empty = _empty_pass(dev)
+    cap = None if fuse else _split_cap()
+    splits = []  # (slot name prefix, slots S, tile size) of each launch with split rows
     for i in range(max(len(qpasses), len(kpasses))):
         qp = qpasses[i] if i < len(qpasses) else None
         kp = kpasses[i] if i < len(kpasses) else None
@@ -481,15 +501,26 @@ def _bwd_layout(plans, q, k, v, out, dout, grads, has_dlse: bool, has_kpm: bool)
                 HAS_SEED=i > 0)))
         if kp is not None:
             k_mul, k_block, _ = _tile_consts(kplan, d)
+            sp = split_rows(kp, cap) if cap is not None else None
+            if sp is not None:
+                kp, tk = sp, sp.num_tiles
+                name = f"split{i}"
+                splits.append((name, int(sp.parts.numel()), k_block))
+                split_args = dict(SPLIT=sp.split, PARTS=sp.parts, DKS=_Slot(name + "_k"),
+                                  DVS=_Slot(name + "_v"), CNT=_Slot(name + "_n"),
+                                  S=int(sp.parts.numel()), HAS_SPLIT=True)
+            else:
+                split_args = dict(SPLIT=kp.order, PARTS=kp.order, DKS=_Slot("delta"),
+                                  DVS=_Slot("delta"), CNT=kp.order, S=0, HAS_SPLIT=False)
             launches.append(_Launch(kern._dkdv_kernel, (tk, b * h),
                                     _launch_opts("dkdv", dev, kind, d, q.dtype), dict(
-                common, **k_side, MASKS=kplan.masks, DQACC=_Slot("dq_acc"), TILES=kp.tiles,
-                ORDER=kp.order, ROWPTR=kp.rowptr, ENT=kp.entries, T=tk,
+                common, **k_side, **split_args, MASKS=kplan.masks, DQACC=_Slot("dq_acc"),
+                TILES=kp.tiles, ORDER=kp.order, ROWPTR=kp.rowptr, ENT=kp.entries, T=tk,
                 E=kp.entries.shape[1], HP_MUL=k_mul, BLOCK=k_block, HAS_SEED=kv_seed,
                 ATOMIC_DQ=atomic)))
     return _BwdLayout(plans, kv_zero=not kpasses[-1].covers_all, acc_kv=not single,
                       acc_zero=not kpasses[0].covers_all, atomic=atomic,
-                      acc_q=len(qpasses) > 1, launches=launches)
+                      acc_q=len(qpasses) > 1, launches=launches, splits=tuple(splits))
 
 
 def _backward(dout, dlse, q, k, v, out, lse, kpm, plans, scale: float, grads=None):
@@ -503,7 +534,7 @@ def _backward(dout, dlse, q, k, v, out, lse, kpm, plans, scale: float, grads=Non
            dlse is not None, kpm is not None,
            None if grads is None else tuple((g.stride(), g.dtype) for g in grads),
            FUSE_BWD_BELOW, ATOMIC_DQ, torch.are_deterministic_algorithms_enabled(),
-           tuning.GENERATION, tuning.USE_TABLE, HEADS_FAST)
+           tuning.GENERATION, tuning.USE_TABLE, HEADS_FAST, SPLIT_ROWS_ABOVE)
     layout = _LAYOUTS.get(sig)
     if layout is None or layout.plans[1] is not plans[1] or layout.plans[2] is not plans[2]:
         layout = _LAYOUTS[sig] = _bwd_layout(plans, q, k, v, out, dout, grads,
@@ -542,6 +573,10 @@ def _backward(dout, dlse, q, k, v, out, lse, kpm, plans, scale: float, grads=Non
                   kpm=delta if kpm is None else kpm.contiguous().view(torch.uint8),
                   dq=dq_out, acc_q=acc_q, dq_acc=dq_acc, dk=dk, dv=dv, acc_k=acc_k, acc_v=acc_v,
                   qk_scale=scale * _kernels().LOG2E, sm_scale=scale)
+    for name, slots, block in layout.splits:  # split rows' float32 partial sums and counts
+        acc = torch.zeros(2, b * h, slots, block, d, dtype=f32, device=dev)
+        values[name + "_k"], values[name + "_v"] = acc[0], acc[1]
+        values[name + "_n"] = torch.zeros(b * h, slots, dtype=torch.int32, device=dev)
     fast = _fast(q, k, v, out, dout, values["dlse"], values["kpm"], dq_out, dk, dv)
     for launch_ in layout.launches:
         launch_.run(values, fast)

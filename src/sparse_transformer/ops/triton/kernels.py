@@ -300,13 +300,13 @@ def _dkdv_step(k, v, kpad, dk, dv, Q, DO, LSE, DELTA, DQACC, b, h, H, qpos, mid,
 
 @triton.jit
 def _dkdv_tile(pid, bh, Q, K, V, DO, LSE, DELTA, DK, DV, SEED_DK, SEED_DV, KPM, DQACC,
-               TILES, ORDER, ROWPTR, ENT, MASKS,
+               TILES, ORDER, ROWPTR, ENT, MASKS, SPLIT, PARTS, DKS, DVS, CNT, S,
                qk_scale, sm_scale, sqb, sqh, sqn, skb, skh, skn, svb, svh, svn,
                sdb, sdh, sdn, sgkb, sgkh, sgkn, sgvb, sgvh, sgvn,
                H, N, D, T, E, HP_MUL,
                BLOCK: tl.constexpr, BLOCK_D: tl.constexpr, HAS_KPM: tl.constexpr,
                HAS_SEED: tl.constexpr, DOT_PREC: tl.constexpr, ATOMIC_DQ: tl.constexpr,
-               I64: tl.constexpr):
+               I64: tl.constexpr, HAS_SPLIT: tl.constexpr):
     b, h, hp, t, offs, kpos = _program(TILES, ORDER, pid, bh, H, T, HP_MUL, BLOCK, I64)
     offs_d = tl.arange(0, BLOCK_D)
     dmask = offs_d < D
@@ -343,6 +343,22 @@ def _dkdv_tile(pid, bh, Q, K, V, DO, LSE, DELTA, DK, DV, SEED_DK, SEED_DV, KPM, 
                                     qk_scale, sm_scale, offs, offs_d, dmask, BLOCK, False,
                                     HAS_KPM, DOT_PREC, ATOMIC_DQ)
     dk = dk * sm_scale
+    if HAS_SPLIT:  # a piece of a split row (``plan.split_rows``): the last piece writes the sum
+        slot = tl.load(SPLIT + hp * T + t)
+        sl = tl.maximum(slot, 0)
+        zero = offs * 0  # masks as vectors (scalar & tensor masks trip the interpreter)
+        piece = (zero + slot) >= 0
+        sptr = (((b * H + h) * S + sl) * BLOCK + offs)[:, None] * D + offs_d[None, :]
+        sm = km & piece[:, None]
+        tl.atomic_add(DKS + sptr, dk, mask=sm, sem="relaxed")
+        tl.atomic_add(DVS + sptr, dv, mask=sm, sem="relaxed")
+        tl.debug_barrier()  # every thread's additions issued before the count goes up
+        done = tl.atomic_add(CNT + (b * H + h) * S + sl, 1, mask=slot >= 0, sem="acq_rel")
+        last = piece & ((zero + done) == (zero + tl.load(PARTS + sl) - 1))
+        lm = sm & last[:, None]
+        dk = tl.where(lm, tl.load(DKS + sptr, mask=lm, other=0.0, cache_modifier=".cg"), dk)
+        dv = tl.where(lm, tl.load(DVS + sptr, mask=lm, other=0.0, cache_modifier=".cg"), dv)
+        km = km & (((zero + slot) < 0) | last)[:, None]
     if HAS_SEED:
         dk += tl.load(SEED_DK + krow[:, None] * D + offs_d[None, :], mask=km, other=0.0)
         dv += tl.load(SEED_DV + krow[:, None] * D + offs_d[None, :], mask=km, other=0.0)
@@ -370,10 +386,11 @@ def _bwd_kernel(Q, K, V, DO, LSE, DELTA, DQ, SEED_DQ, DK, DV, SEED_DK, SEED_DV, 
                  DOT_PREC, I64)
     else:
         _dkdv_tile(pid - TQ, bh, Q, K, V, DO, LSE, DELTA, DK, DV, SEED_DK, SEED_DV, KPM, DQ,
-                   KTILES, KORDER, KROWPTR, KENT, MASKS, qk_scale, sm_scale, sqb, sqh, sqn, skb,
+                   KTILES, KORDER, KROWPTR, KENT, MASKS, KORDER, KORDER, DELTA, DELTA, KORDER, 0,
+                   qk_scale, sm_scale, sqb, sqh, sqn, skb,
                    skh, skn, svb, svh, svn, sdb, sdh, sdn, sgkb, sgkh, sgkn, sgvb, sgvh, sgvn, H,
                    N, D, TK, EK,
-                   HP_MUL, BLOCK, BLOCK_D, HAS_KPM, KV_SEED, DOT_PREC, False, I64)
+                   HP_MUL, BLOCK, BLOCK_D, HAS_KPM, KV_SEED, DOT_PREC, False, I64, False)
 
 
 @triton.jit
@@ -393,19 +410,21 @@ def _dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, SEED_DQ, KPM, TILES, ORDER, ROWPTR, 
 
 @triton.jit
 def _dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, SEED_DK, SEED_DV, KPM, DQACC,
-                 TILES, ORDER, ROWPTR, ENT, MASKS,
+                 TILES, ORDER, ROWPTR, ENT, MASKS, SPLIT, PARTS, DKS, DVS, CNT, S,
                  qk_scale, sm_scale, sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sdb, sdh, sdn,
                  sgkb, sgkh, sgkn, sgvb, sgvh, sgvn,
                  H, N, D, T, E, HP_MUL,
                  BLOCK: tl.constexpr, BLOCK_D: tl.constexpr, HAS_KPM: tl.constexpr,
                  HAS_SEED: tl.constexpr, DOT_PREC: tl.constexpr, ATOMIC_DQ: tl.constexpr,
-                 I64: tl.constexpr, HEADS_FAST: tl.constexpr):
+                 I64: tl.constexpr, HEADS_FAST: tl.constexpr, HAS_SPLIT: tl.constexpr):
     """dk and dv alone (see ``_dq_kernel``); with ``ATOMIC_DQ`` also dq, added atomically to
     the float32 ``DQACC`` (the one-pass backward: five matmuls per tile pair instead of seven,
-    in an order that varies from run to run)."""
+    in an order that varies from run to run). With ``HAS_SPLIT`` some programs are pieces of a
+    split row (``plan.split_rows``): their dk / dv add up in the float32 slots ``DKS`` /
+    ``DVS`` (zeroed by the caller), ``CNT`` counts finished pieces, and the last one writes."""
     pid, bh = _ids(HEADS_FAST)
     _dkdv_tile(pid, bh, Q, K, V, DO, LSE, DELTA, DK, DV, SEED_DK, SEED_DV, KPM, DQACC,
-               TILES, ORDER, ROWPTR, ENT, MASKS, qk_scale, sm_scale, sqb, sqh, sqn, skb, skh,
+               TILES, ORDER, ROWPTR, ENT, MASKS, SPLIT, PARTS, DKS, DVS, CNT, S, qk_scale, sm_scale, sqb, sqh, sqn, skb, skh,
                skn, svb, svh, svn, sdb, sdh, sdn, sgkb, sgkh, sgkn, sgvb, sgvh, sgvn, H, N, D, T,
                E, HP_MUL,
-               BLOCK, BLOCK_D, HAS_KPM, HAS_SEED, DOT_PREC, ATOMIC_DQ, I64)
+               BLOCK, BLOCK_D, HAS_KPM, HAS_SEED, DOT_PREC, ATOMIC_DQ, I64, HAS_SPLIT)

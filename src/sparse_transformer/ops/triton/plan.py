@@ -54,10 +54,69 @@ class Pass:
     rowptr: torch.Tensor  # int32 (Hp, T + 1): CSR offsets into entries
     entries: torch.Tensor  # int32 (Hp, R, RUN): runs of the other side's tiles (``RUN_FIELDS``)
     covers_all: bool  # the program tiles cover every position 0..n-1
+    # ``split_rows``: int32 (Hp, T), the slot of a program that computes one piece of a split
+    # row (its tile's dk / dv are added up across pieces), -1 for a whole row; and int32 (S,),
+    # the number of pieces of each slot's row. None: no row is split.
+    split: torch.Tensor | None = None
+    parts: torch.Tensor | None = None
 
     @property
     def num_tiles(self) -> int:
         return self.tiles.shape[1]
+
+
+def split_rows(ps: Pass, cap: int) -> Pass | None:
+    """``ps`` (a key-major pass of one head group) with every row of more than ``cap`` tile
+    pairs cut into pieces of ``cap`` (the last shorter), each piece a program of its own; runs
+    that cross a cut are split into two runs. A key tile every query tile sees (a global
+    position, a fixed summary column) is otherwise one program looping over the whole sequence
+    while the rest of the launch has finished. Its pieces add their dk / dv into float32 slots
+    and the last piece to finish writes the result (``kernels._dkdv_tile``). None when no row
+    is longer than ``cap`` or the pass has several head groups. Vectorised: O(runs)."""
+    if cap < 1:
+        raise ValueError(f"cap must be >= 1, got {cap}")
+    if ps.tiles.shape[0] != 1:
+        return None
+    dev = ps.tiles.device
+    rowptr = ps.rowptr[0].long()
+    t = ps.num_tiles
+    n_runs = rowptr[1:] - rowptr[:-1]
+    r = int(rowptr[-1])
+    ent = ps.entries[0, :r].long()
+    cnt = ent[:, 4].clamp(min=1)  # tile pairs of each run
+    row = torch.repeat_interleave(torch.arange(t, device=dev), n_runs)
+    csum = torch.cat([cnt.new_zeros(1), cnt.cumsum(0)])
+    work = csum[rowptr[1:]] - csum[rowptr[:-1]]  # tile pairs of each row
+    if t == 0 or int(work.max()) <= cap:
+        return None
+    w0 = csum[:-1] - csum[rowptr[:-1]][row]  # a run's first tile pair within its row
+    first, last = w0 // cap, (w0 + cnt - 1) // cap
+    n_sub = last - first + 1
+    sub = torch.repeat_interleave(torch.arange(r, device=dev), n_sub)
+    j = torch.arange(sub.numel(), device=dev) - torch.repeat_interleave(n_sub.cumsum(0) - n_sub, n_sub)
+    piece = first[sub] + j
+    a = (piece * cap - w0[sub]).clamp(min=0)
+    b = torch.minimum(cnt[sub], (piece + 1) * cap - w0[sub])
+    e = ent[sub].clone()
+    e[:, 0] += a * e[:, 3]  # start of the piece's share of the run
+    e[:, 4] = b - a
+    pieces = torch.where(work > 0, (work + cap - 1) // cap, torch.ones_like(work))
+    base = pieces.cumsum(0) - pieces  # first program of each row
+    prog = base[row[sub]] + piece
+    total = int(pieces.sum())
+    prog_row = torch.repeat_interleave(torch.arange(t, device=dev), pieces)
+    n_prog_runs = torch.bincount(prog, minlength=total)
+    new_rowptr = torch.cat([n_prog_runs.new_zeros(1), n_prog_runs.cumsum(0)])
+    k = torch.arange(total, device=dev) - base[prog_row]  # piece index within its row
+    piece_work = torch.minimum(work[prog_row] - k * cap, torch.full_like(k, cap)).clamp(min=0)
+    many = pieces > 1
+    slot_of_row = torch.where(many, many.long().cumsum(0) - 1, torch.full_like(pieces, -1))
+    i32 = torch.int32
+    return Pass(ps.tiles[0, prog_row][None].contiguous(),
+                torch.argsort(-piece_work, stable=True)[None].to(i32).contiguous(),
+                new_rowptr[None].to(i32).contiguous(), e[None].to(i32).contiguous(),
+                ps.covers_all, split=slot_of_row[prog_row][None].to(i32).contiguous(),
+                parts=pieces[many].to(i32).contiguous())
 
 
 @dataclass(frozen=True)
