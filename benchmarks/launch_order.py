@@ -25,7 +25,7 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
 
 from sparse_transformer import patterns as P  # noqa: E402
-from sparse_transformer.ops.triton.plan import build_plan, split_rows  # noqa: E402
+from sparse_transformer.ops.triton.plan import auto_split_cap, build_plan, split_rows  # noqa: E402
 
 PATTERNS = {"fixed": P.Fixed(128, 32), "strided": P.Strided(128), "local": P.Local(256),
             "longformer": P.longformer(128, (0,)), "bigbird": P.bigbird(128, (0,))}
@@ -49,7 +49,7 @@ def makespan(work: list[float], slots: int) -> float:
 
 
 def model(pattern, n: int, heads: int, block: int, slots: dict,
-          split_cap: int | None = None) -> list[dict]:
+          split_cap: "int | str | None" = None) -> list[dict]:
     """Per pass: modelled time over balanced time head after head and heads interleaved, and
     (dk/dv passes, ``split_cap``) head after head with rows split at ``split_cap`` tile pairs
     (``plan.split_rows``; each piece costs one extra tile pair for its partial sums)."""
@@ -66,7 +66,8 @@ def model(pattern, n: int, heads: int, block: int, slots: dict,
             row = dict(role=role, index=i, programs_per_head=len(per_head[0]),
                        longest=max(head_major), head_major=a / ideal, interleaved=b / ideal,
                        gain=a / b, split=None)
-            sp = split_rows(ps, split_cap) if split_cap and role == "dk/dv" else None
+            cap = auto_split_cap(ps, heads, s) if split_cap == "auto" else split_cap
+            sp = split_rows(ps, cap) if cap and role == "dk/dv" and plan.heads == 1 else None
             if sp is not None:
                 pieces = program_work(sp)
                 extra = [1.0 if int(x) >= 0 else 0.0 for x in sp.split[0][sp.order[0].long()]]
@@ -87,9 +88,14 @@ def main(argv=None) -> int:
     ap.add_argument("--fwd-per-sm", type=int, default=3, help="forward/dq programs per SM")
     ap.add_argument("--dkdv-per-sm", type=int, default=2, help="dk/dv programs per SM")
     ap.add_argument("--patterns", default="fixed,strided,local")
-    ap.add_argument("--split-cap", type=int, default=128,
-                    help="model dk/dv rows split at this many tile pairs (0: not modelled)")
+    ap.add_argument("--split-cap", default="auto",
+                    help="model dk/dv rows split at this many tile pairs, or 'auto' (the cap "
+                         "plan.auto_split_cap gives each launch); 0: not modelled")
     args = ap.parse_args(argv)
+    if args.split_cap != "auto":
+        if not args.split_cap.isdigit():
+            ap.error(f"--split-cap must be 'auto' or an integer >= 0, got {args.split_cap!r}")
+        args.split_cap = int(args.split_cap)
     for name, value in (("--n", args.n), ("--heads", args.heads), ("--block", args.block),
                         ("--sms", args.sms)):
         if value < 1:

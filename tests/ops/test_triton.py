@@ -161,6 +161,33 @@ def test_split_rows_keeps_every_tile_pair_once(pattern, n, cap):
     assert split_rows(plan.bwd[0], 10**9) is None  # nothing to split
 
 
+def test_split_rows_settings(monkeypatch):
+    """SPARSE_TRANSFORMER_SPLIT_ROWS: 'auto', N or 0, anything else named; the auto cap is an
+    eighth of a balanced slot's work, at least 16; deterministic mode splits nothing."""
+    from sparse_transformer.ops.triton import backend
+    from sparse_transformer.ops.triton.plan import auto_split_cap, pass_pairs
+
+    assert backend._split_setting(" AUTO ") == "auto"
+    assert backend._split_setting("128") == 128 and backend._split_setting("0") is None
+    with pytest.raises(ValueError, match="SPARSE_TRANSFORMER_SPLIT_ROWS.*'auto'.*-3"):
+        backend._split_setting("-3")
+    _, plan = get_plan(P.Fixed(8, 2), 161, 2, True, "cpu", 8)
+    ps = plan.bwd[0]
+    pairs = pass_pairs(ps)
+    assert pairs == sum(len(list(_run_tiles(ps, 0, t))) for t in range(ps.num_tiles))
+    assert auto_split_cap(ps, 1000, 4) == max(16, pairs * 1000 // 32)
+    assert auto_split_cap(ps, 1, 10**6) == 16
+    monkeypatch.setattr(backend, "SPLIT_ROWS_ABOVE", "auto")
+    assert backend._split_cap(ps, 1000, torch.device("cpu")) == auto_split_cap(ps, 1000, 8)
+    monkeypatch.setattr(backend, "SPLIT_ROWS_ABOVE", 5)
+    assert backend._split_cap(ps, 2, torch.device("cpu")) == 5
+    torch.use_deterministic_algorithms(True)
+    try:
+        assert backend._split_cap(ps, 2, torch.device("cpu")) is None
+    finally:
+        torch.use_deterministic_algorithms(False)
+
+
 @needs_interp
 @pytest.mark.parametrize("pattern,atomic,fuse,n,cap", [
     (P.Fixed(8, 2), False, False, 97, 3), (P.Strided(8), True, False, 97, 1),

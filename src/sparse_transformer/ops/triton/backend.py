@@ -32,7 +32,7 @@ from ...patterns import Pattern
 from ...patterns.base import by_token
 from ..cache import LRUCache
 from . import tuning
-from .plan import RUN, Pass, TritonPlan, build_plan, split_rows
+from .plan import RUN, Pass, TritonPlan, auto_split_cap, build_plan, split_rows
 
 MAX_HEAD_DIM = 128
 DTYPES = (torch.float16, torch.bfloat16, torch.float32)
@@ -158,16 +158,35 @@ HEADS_FAST: bool = os.environ.get("SPARSE_TRANSFORMER_HEADS_FAST", "0") == "1"
 # (a global position, a fixed summary column) otherwise makes one program loop over the whole
 # sequence while the rest of the launch has finished: `benchmarks/launch_order.py` models
 # longformer's dk/dv launch at 1M positions at 7.3x its balanced time. None: rows stay whole
-# (the default until measured on a GPU). ``SPARSE_TRANSFORMER_SPLIT_ROWS`` = N sets it for a
-# run (0: off). Results then vary in the last bits from run to run (additions in any order), so
+# (the default until measured on a GPU); "auto": a cap per launch (``plan.auto_split_cap``).
+# ``SPARSE_TRANSFORMER_SPLIT_ROWS`` = N | auto sets it for a run (0: off). Results then vary in
+# the last bits from run to run (additions in any order), so
 # ``torch.use_deterministic_algorithms(True)`` turns it off.
-SPLIT_ROWS_ABOVE: "int | None" = int(os.environ.get("SPARSE_TRANSFORMER_SPLIT_ROWS", "0")) or None
+def _split_setting(text: str) -> "int | str | None":
+    text = text.strip().lower()
+    if text == "auto":
+        return "auto"
+    if text.isdigit():
+        return int(text) or None
+    raise ValueError(f"SPARSE_TRANSFORMER_SPLIT_ROWS must be 'auto' or an integer >= 0 (0: off), "
+                     f"got {text!r}")
 
 
-def _split_cap() -> "int | None":
+SPLIT_ROWS_ABOVE: "int | str | None" = _split_setting(
+    os.environ.get("SPARSE_TRANSFORMER_SPLIT_ROWS", "0"))
+
+
+def _split_cap(kp: Pass, batch_heads: int, device) -> "int | None":
+    """The ``split_rows`` cap for this dk/dv launch, or None (rows stay whole)."""
     if SPLIT_ROWS_ABOVE is None or torch.are_deterministic_algorithms_enabled():
         return None
-    return SPLIT_ROWS_ABOVE
+    if SPLIT_ROWS_ABOVE != "auto":
+        return SPLIT_ROWS_ABOVE
+    if kp.tiles.shape[0] != 1:
+        return None  # split_rows splits plans of one head group only
+    sms = (torch.cuda.get_device_properties(device).multi_processor_count
+           if device.type == "cuda" else 4)
+    return auto_split_cap(kp, batch_heads, 2 * sms)  # 2 dk/dv programs per SM (ncu, H100)
 
 
 def _atomic_dq(qplan: TritonPlan) -> bool:
@@ -463,7 +482,6 @@ def _bwd_layout(plans, q, k, v, out, dout, grads, has_dlse: bool, has_kpm: bool)
                   BLOCK_D=tuning.head_dim_class(d), HAS_KPM=has_kpm,
                   DOT_PREC=_dot_prec(q.dtype), I64=i64, HEADS_FAST=HEADS_FAST)
     empty = _empty_pass(dev)
-    cap = None if fuse else _split_cap()
     splits = []  # (slot name prefix, slots S, tile size) of each launch with split rows
     for i in range(max(len(qpasses), len(kpasses))):
         qp = qpasses[i] if i < len(qpasses) else None
@@ -501,6 +519,7 @@ def _bwd_layout(plans, q, k, v, out, dout, grads, has_dlse: bool, has_kpm: bool)
                 HAS_SEED=i > 0)))
         if kp is not None:
             k_mul, k_block, _ = _tile_consts(kplan, d)
+            cap = None if fuse else _split_cap(kp, b * h, dev)
             sp = split_rows(kp, cap) if cap is not None else None
             if sp is not None:
                 kp, tk = sp, sp.num_tiles

@@ -65,6 +65,20 @@ class Pass:
         return self.tiles.shape[1]
 
 
+def pass_pairs(ps: Pass) -> int:
+    """Tile pairs the pass computes for its first head group."""
+    r = int(ps.rowptr[0, -1])
+    return int(ps.entries[0, :r, 4].long().clamp(min=1).sum())
+
+
+def auto_split_cap(ps: Pass, batch_heads: int, slots: int) -> int:
+    """The ``split_rows`` cap for a launch of ``ps`` over ``batch_heads`` on ``slots`` program
+    slots: an eighth of the work each slot gets in a balanced launch, at least 16 tile pairs.
+    The launch model (``benchmarks/launch_order.py``) found about that best for fixed,
+    longformer and bigbird at 16K positions and longformer at 1M; not measured on a GPU."""
+    return max(16, pass_pairs(ps) * batch_heads // (8 * max(1, slots)))
+
+
 def split_rows(ps: Pass, cap: int) -> Pass | None:
     """``ps`` (a key-major pass of one head group) with every row of more than ``cap`` tile
     pairs cut into pieces of ``cap`` (the last shorter), each piece a program of its own; runs
