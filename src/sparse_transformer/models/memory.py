@@ -7,7 +7,7 @@
   projection) of every block in the backward pass; the feed-forward keeps its activations;
 * ``"block"``: recompute every residual block (the paper's setting);
 * ``"full"``: as ``"block"``, and inside the block being recomputed the feed-forward runs in
-  chunks of positions (``transformer.FF_CHUNK``), each recomputed once more, so that the
+  chunks of positions (``FF_CHUNK``), each recomputed once more, so that the
   backward pass never holds a whole sequence's feed-forward activations (least memory; one
   more feed-forward forward pass per step). For contexts of a million tokens and more;
 * ``"auto"``: the cheapest of the four whose estimated peak fits the device's free memory.
@@ -30,6 +30,10 @@ _FALSE = ("false", "0", "no", "off")
 # Share of the free device memory a plan may use: the allocator fragments, and kernels need
 # workspace beyond what the estimate counts.
 HEADROOM = 0.8
+# Positions per feed-forward chunk under "full" checkpointing (``transformer.FeedForward``):
+# large enough that each chunk's GEMMs run at full speed, small enough that one chunk's
+# activations are a few hundred MiB.
+FF_CHUNK = 1 << 16
 
 
 def normalize_checkpointing(value) -> str:
@@ -71,8 +75,6 @@ def activation_bytes(cfg, tokens: int, mode: str, act_bytes: int = 2,
                  "full": stream_bytes * d}[mode]
     # The block being recomputed holds its full activations once ("full": its feed-forward's
     # for one chunk of positions, and the chunks' joined output).
-    from .transformer import FF_CHUNK
-
     recompute = 0 if mode == "none" else stream + attn + ff + drop
     chunk = 0
     if mode == "full" and tokens > FF_CHUNK:  # shorter inputs run the feed-forward whole

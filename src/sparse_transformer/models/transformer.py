@@ -26,6 +26,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ..layers import SparseSelfAttention
 from .config import ModelConfig
+from .memory import FF_CHUNK
 
 
 class QuickGELU(nn.Module):
@@ -33,9 +34,6 @@ class QuickGELU(nn.Module):
         return x * torch.sigmoid(1.702 * x)
 
 
-# Tokens per feed-forward chunk under "full" checkpointing: large enough that each chunk's
-# GEMMs run at full speed, small enough that one chunk's activations are a few hundred MiB.
-FF_CHUNK = 1 << 16
 # No tensor the feed-forward forms holds more elements than this: long inputs run in chunks, so
 # that no kernel meets an element offset past 2**31 (32-bit indexing).
 MAX_ELEMENTS = 2**31 - 1
