@@ -171,21 +171,61 @@ def test_split_rows_settings(monkeypatch):
     assert backend._split_setting("128") == 128 and backend._split_setting("0") is None
     with pytest.raises(ValueError, match="SPARSE_TRANSFORMER_SPLIT_ROWS.*'auto'.*-3"):
         backend._split_setting("-3")
-    _, plan = get_plan(P.Fixed(8, 2), 161, 2, True, "cpu", 8)
+    assert backend._heads_fast_setting("Auto") == "auto"
+    assert backend._heads_fast_setting("1") is True and backend._heads_fast_setting("0") is False
+    with pytest.raises(ValueError, match="SPARSE_TRANSFORMER_HEADS_FAST.*'auto'.*yes"):
+        backend._heads_fast_setting("yes")
+    _, plan = get_plan(P.Local(8) | P.Global((0,)), 161, 2, True, "cpu", 8)
     ps = plan.bwd[0]
     pairs = pass_pairs(ps)
     assert pairs == sum(len(list(_run_tiles(ps, 0, t))) for t in range(ps.num_tiles))
     assert auto_split_cap(ps, 1000, 4) == max(16, pairs * 1000 // 32)
     assert auto_split_cap(ps, 1, 10**6) == 16
+    cpu = torch.device("cpu")
     monkeypatch.setattr(backend, "SPLIT_ROWS_ABOVE", "auto")
-    assert backend._split_cap(ps, 1000, torch.device("cpu")) == auto_split_cap(ps, 1000, 8)
+    monkeypatch.setattr(backend, "HEADS_FAST", "auto")
+    # the global key's row (21 of 60 tile pairs) against a balanced slot's 2 x 60 / 8 = 15: not
+    # above twice that, so whole (and interleaved); over one head (7.5 a slot) it is split
+    assert backend._dkdv_schedule(ps, 2, cpu) == (None, True)
+    assert backend._dkdv_schedule(ps, 1, cpu) == (auto_split_cap(ps, 1, 8), False)
     monkeypatch.setattr(backend, "SPLIT_ROWS_ABOVE", 5)
-    assert backend._split_cap(ps, 2, torch.device("cpu")) == 5
+    assert backend._dkdv_schedule(ps, 2, cpu)[0] == 5
+    monkeypatch.setattr(backend, "HEADS_FAST", False)
+    assert backend._dkdv_schedule(ps, 2, cpu) == (5, False)
+    monkeypatch.setattr(backend, "SPLIT_ROWS_ABOVE", None)
+    monkeypatch.setattr(backend, "HEADS_FAST", True)
+    assert backend._dkdv_schedule(ps, 1, cpu) == (None, True)
+    monkeypatch.setattr(backend, "SPLIT_ROWS_ABOVE", "auto")
     torch.use_deterministic_algorithms(True)
     try:
-        assert backend._split_cap(ps, 2, torch.device("cpu")) is None
+        assert backend._dkdv_schedule(ps, 1, cpu)[0] is None
     finally:
         torch.use_deterministic_algorithms(False)
+
+
+def test_dkdv_schedule_by_row_shape():
+    """A global key's row far above a balanced slot is split; fixed's uneven summary rows are
+    interleaved, not split; strided's and local's even rows keep the head-after-head order."""
+    from sparse_transformer.ops.triton.plan import auto_split_cap, dkdv_schedule, row_work
+
+    def first_pass(pattern, n=16384, block=64):
+        return get_plan(pattern, n, 1, True, "cpu", block)[1].bwd[0]
+
+    lf = first_pass(P.Local(256) | P.Global((0,)))
+    w = row_work(lf)
+    assert int(w[0]) == 256 and int(w.sum()) == pass_pairs_of(lf)
+    assert dkdv_schedule(lf, 16, 264) == (auto_split_cap(lf, 16, 264), False)
+    assert dkdv_schedule(lf, 16, 264, split=False) == (None, True)
+    assert dkdv_schedule(lf, 16, 264, split=False, interleave=False) == (None, False)
+    assert dkdv_schedule(first_pass(P.Fixed(128, 32)), 16, 264) == (None, True)
+    for pattern in (P.Strided(128), P.Local(256)):
+        assert dkdv_schedule(first_pass(pattern), 16, 264) == (None, False)
+
+
+def pass_pairs_of(ps):
+    from sparse_transformer.ops.triton.plan import pass_pairs
+
+    return pass_pairs(ps)
 
 
 @needs_interp

@@ -32,7 +32,7 @@ from ...patterns import Pattern
 from ...patterns.base import by_token
 from ..cache import LRUCache
 from . import tuning
-from .plan import RUN, Pass, TritonPlan, auto_split_cap, build_plan, split_rows
+from .plan import RUN, Pass, TritonPlan, build_plan, dkdv_schedule, split_rows
 
 MAX_HEAD_DIM = 128
 DTYPES = (torch.float16, torch.bfloat16, torch.float32)
@@ -144,24 +144,35 @@ ATOMIC_DQ: "bool | str" = {"1": True, "0": False}.get(
     os.environ.get("SPARSE_TRANSFORMER_ATOMIC_DQ", "auto"), "auto")
 
 
-# The order the GPU starts a launch's programs in (``kernels._ids``): False (the default), head
-# after head, each head's programs most work first; True, the heads interleaved, so that every
-# head's longest programs start first. A model of the launch on the real plans (docs/benchmarks.md,
-# "What holds it back") gives fixed's summary dk/dv pass 1.29x its balanced time head after head
-# and 1.01x interleaved; not measured on a GPU yet, so off. ``SPARSE_TRANSFORMER_HEADS_FAST`` =
-# 1 | 0 sets it for a run.
-HEADS_FAST: bool = os.environ.get("SPARSE_TRANSFORMER_HEADS_FAST", "0") == "1"
+# The order the GPU starts a launch's programs in (``kernels._ids``): head after head, each head's
+# programs most work first; or the heads interleaved, so that every head's longest programs
+# start first. "auto" (the default): forward and dq launches head after head, each dk/dv launch
+# as ``plan.dkdv_schedule`` decides from its rows (interleaved where rows are uneven, as fixed's
+# summary columns are). On an H100 (docs/benchmarks.md, "Launch order and split rows") that took
+# fixed's forward+backward at 16K from 2.49 to 2.32 ms (d = 64) and 2.26 to 1.96 ms (d = 128),
+# while interleaving every launch made fixed's forward 16% slower (L2 locality) and strided's
+# forward+backward 7% slower.
+# ``SPARSE_TRANSFORMER_HEADS_FAST`` = auto | 1 | 0 sets it for a run (1: every launch).
+def _heads_fast_setting(text: str) -> "bool | str":
+    text = text.strip().lower()
+    if text in ("auto", "1", "0"):
+        return {"1": True, "0": False}.get(text, "auto")
+    raise ValueError(f"SPARSE_TRANSFORMER_HEADS_FAST must be 'auto', '1' or '0', got {text!r}")
+
+
+HEADS_FAST: "bool | str" = _heads_fast_setting(
+    os.environ.get("SPARSE_TRANSFORMER_HEADS_FAST", "auto"))
 
 
 # dk/dv rows of more than this many tile pairs run as several programs (``plan.split_rows``),
 # whose float32 partial sums the last one to finish adds up and writes. A key every query sees
-# (a global position, a fixed summary column) otherwise makes one program loop over the whole
-# sequence while the rest of the launch has finished: `benchmarks/launch_order.py` models
-# longformer's dk/dv launch at 1M positions at 7.3x its balanced time. None: rows stay whole
-# (the default until measured on a GPU); "auto": a cap per launch (``plan.auto_split_cap``).
-# ``SPARSE_TRANSFORMER_SPLIT_ROWS`` = N | auto sets it for a run (0: off). Results then vary in
-# the last bits from run to run (additions in any order), so
-# ``torch.use_deterministic_algorithms(True)`` turns it off.
+# (a global position) otherwise makes one program loop over the whole sequence while the rest of
+# the launch has finished: longformer's and bigbird's backward at 16K took half the time split
+# (H100, docs/benchmarks.md). "auto" (the default): rows are split where the longest is more than
+# twice a balanced slot's work (``plan.dkdv_schedule``), at ``plan.auto_split_cap``; None: rows
+# stay whole. ``SPARSE_TRANSFORMER_SPLIT_ROWS`` = N | auto sets it for a run (0: off; N: every
+# row longer than N). Split results vary in the last bits from run to run (additions in any
+# order), so ``torch.use_deterministic_algorithms(True)`` turns splitting off.
 def _split_setting(text: str) -> "int | str | None":
     text = text.strip().lower()
     if text == "auto":
@@ -173,20 +184,22 @@ def _split_setting(text: str) -> "int | str | None":
 
 
 SPLIT_ROWS_ABOVE: "int | str | None" = _split_setting(
-    os.environ.get("SPARSE_TRANSFORMER_SPLIT_ROWS", "0"))
+    os.environ.get("SPARSE_TRANSFORMER_SPLIT_ROWS", "auto"))
 
 
-def _split_cap(kp: Pass, batch_heads: int, device) -> "int | None":
-    """The ``split_rows`` cap for this dk/dv launch, or None (rows stay whole)."""
-    if SPLIT_ROWS_ABOVE is None or torch.are_deterministic_algorithms_enabled():
-        return None
-    if SPLIT_ROWS_ABOVE != "auto":
-        return SPLIT_ROWS_ABOVE
-    if kp.tiles.shape[0] != 1:
-        return None  # split_rows splits plans of one head group only
+def _dkdv_schedule(kp: Pass, batch_heads: int, device) -> "tuple[int | None, bool]":
+    """(``split_rows`` cap or None, heads interleaved) for this dk/dv launch."""
+    split = SPLIT_ROWS_ABOVE is not None and not torch.are_deterministic_algorithms_enabled()
     sms = (torch.cuda.get_device_properties(device).multi_processor_count
            if device.type == "cuda" else 4)
-    return auto_split_cap(kp, batch_heads, 2 * sms)  # 2 dk/dv programs per SM (ncu, H100)
+    cap, fast = dkdv_schedule(kp, batch_heads, 2 * sms,  # 2 dk/dv programs per SM (ncu, H100)
+                              split=split and SPLIT_ROWS_ABOVE == "auto",
+                              interleave=HEADS_FAST == "auto")
+    if split and SPLIT_ROWS_ABOVE != "auto":
+        cap = SPLIT_ROWS_ABOVE
+    if HEADS_FAST != "auto":
+        fast = HEADS_FAST
+    return cap, fast
 
 
 def _atomic_dq(qplan: TritonPlan) -> bool:
@@ -395,7 +408,7 @@ def _fwd_layout(plan: TritonPlan, q, k, v, has_kpm: bool) -> _FwdLayout:
                   **_strided("sv", strides[6:9]), H=h, N=n, D=d, HP_MUL=hp_mul, BLOCK=block,
                   BLOCK_D=block_d, HAS_KPM=has_kpm, DOT_PREC=_dot_prec(q.dtype),
                   I64=_needs_i64(q.shape, strides + out_strides, plan.block),
-                  HEADS_FAST=HEADS_FAST)
+                  HEADS_FAST=HEADS_FAST is True)
     opts = _launch_opts("fwd", q.device, plan.kind, d, q.dtype)
     launches = []
     for i, ps in enumerate(plan.fwd):
@@ -480,7 +493,7 @@ def _bwd_layout(plans, q, k, v, out, dout, grads, has_dlse: bool, has_kpm: bool)
                   **_strided("sq", strides[0:3]), **_strided("sk", strides[3:6]),
                   **_strided("sv", strides[6:9]), **_strided("sd", do_strides), H=h, N=n, D=d,
                   BLOCK_D=tuning.head_dim_class(d), HAS_KPM=has_kpm,
-                  DOT_PREC=_dot_prec(q.dtype), I64=i64, HEADS_FAST=HEADS_FAST)
+                  DOT_PREC=_dot_prec(q.dtype), I64=i64, HEADS_FAST=HEADS_FAST is True)
     empty = _empty_pass(dev)
     splits = []  # (slot name prefix, slots S, tile size) of each launch with split rows
     for i in range(max(len(qpasses), len(kpasses))):
@@ -519,7 +532,7 @@ def _bwd_layout(plans, q, k, v, out, dout, grads, has_dlse: bool, has_kpm: bool)
                 HAS_SEED=i > 0)))
         if kp is not None:
             k_mul, k_block, _ = _tile_consts(kplan, d)
-            cap = None if fuse else _split_cap(kp, b * h, dev)
+            cap, fast = _dkdv_schedule(kp, b * h, dev)
             sp = split_rows(kp, cap) if cap is not None else None
             if sp is not None:
                 kp, tk = sp, sp.num_tiles
@@ -536,7 +549,7 @@ def _bwd_layout(plans, q, k, v, out, dout, grads, has_dlse: bool, has_kpm: bool)
                 common, **k_side, **split_args, MASKS=kplan.masks, DQACC=_Slot("dq_acc"),
                 TILES=kp.tiles, ORDER=kp.order, ROWPTR=kp.rowptr, ENT=kp.entries, T=tk,
                 E=kp.entries.shape[1], HP_MUL=k_mul, BLOCK=k_block, HAS_SEED=kv_seed,
-                ATOMIC_DQ=atomic)))
+                ATOMIC_DQ=atomic, HEADS_FAST=fast)))
     return _BwdLayout(plans, kv_zero=not kpasses[-1].covers_all, acc_kv=not single,
                       acc_zero=not kpasses[0].covers_all, atomic=atomic,
                       acc_q=len(qpasses) > 1, launches=launches, splits=tuple(splits))

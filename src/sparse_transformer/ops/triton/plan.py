@@ -71,11 +71,52 @@ def pass_pairs(ps: Pass) -> int:
     return int(ps.entries[0, :r, 4].long().clamp(min=1).sum())
 
 
+def row_work(ps: Pass) -> torch.Tensor:
+    """Tile pairs of each row (program) of the pass's first head group."""
+    rowptr = ps.rowptr[0].long()
+    r = int(rowptr[-1])
+    cnt = ps.entries[0, :r, 4].long().clamp(min=1)
+    csum = torch.cat([cnt.new_zeros(1), cnt.cumsum(0)])
+    return csum[rowptr[1:]] - csum[rowptr[:-1]]
+
+
+# How a dk/dv launch is scheduled (``dkdv_schedule``), against the work a slot gets in a perfectly
+# balanced launch (all tile pairs over all program slots). Measured on an H100 (2026-12-06,
+# docs/benchmarks.md "Launch order and split rows"): splitting halved longformer's and bigbird's
+# backward at 16K, whose global key row is 2-8x a balanced slot's work; for fixed (its summary
+# rows 0.3-1x) the interleaved order alone was as fast or faster, and splitting on top of it slower.
+SPLIT_ABOVE = 2.0        # split rows when the longest is more than this many balanced slots
+INTERLEAVE_ABOVE = 0.2   # else interleave the heads when the longest is above this share ...
+INTERLEAVE_UNEVEN = 1.5  # ... and this many times the mean row (strided's and local's are even)
+
+
+def dkdv_schedule(ps: Pass, batch_heads: int, slots: int, split: bool = True,
+                  interleave: bool = True) -> "tuple[int | None, bool]":
+    """(``split_rows`` cap or None, heads interleaved) for a dk/dv launch of ``ps`` over
+    ``batch_heads`` on ``slots`` program slots. A row too long for any order to hide (a global
+    key) is split; rows that are only uneven (fixed's summary columns, longest first within each
+    head) start interleaved across heads, so every head's longest start together; even rows keep
+    the head-after-head order, which reads K and V with better L2 locality. ``split`` /
+    ``interleave`` False rule that choice out."""
+    work = row_work(ps)
+    if work.numel() == 0:
+        return None, False
+    longest, total = int(work.max()), int(work.sum())
+    balanced = total * batch_heads / max(1, slots)
+    if split and ps.tiles.shape[0] == 1 and longest > SPLIT_ABOVE * balanced:
+        return auto_split_cap(ps, batch_heads, slots), False
+    if (interleave and longest > INTERLEAVE_ABOVE * balanced
+            and longest * work.numel() >= INTERLEAVE_UNEVEN * total):
+        return None, True
+    return None, False
+
+
 def auto_split_cap(ps: Pass, batch_heads: int, slots: int) -> int:
     """The ``split_rows`` cap for a launch of ``ps`` over ``batch_heads`` on ``slots`` program
     slots: an eighth of the work each slot gets in a balanced launch, at least 16 tile pairs.
     The launch model (``benchmarks/launch_order.py``) found about that best for fixed,
-    longformer and bigbird at 16K positions and longformer at 1M; not measured on a GPU."""
+    longformer and bigbird at 16K positions and longformer at 1M; on an H100 it beat a fixed cap
+    of 32 for fixed, longformer and bigbird at 16K (docs/benchmarks.md)."""
     return max(16, pass_pairs(ps) * batch_heads // (8 * max(1, slots)))
 
 
