@@ -2,15 +2,16 @@
 
 The GPU starts a launch's programs in grid order and gives each free slot the next one. Our
 launches are (programs per head, batch x heads) grids whose programs are ordered most work first
-within a head; by default the GPU walks them head after head, and with ``HEADS_FAST`` (see
-``ops/triton/kernels._ids``) every head's first program, then every head's second, ... This
+within a head; head after head, or with the heads interleaved (``HEADS_FAST``, see
+``ops/triton/kernels._ids``): every head's first program, then every head's second, ... (the
+backend picks per dk/dv launch: ``plan.dkdv_schedule``). This
 script builds the plans on the CPU, takes each program's work as its computed tile pairs plus
 one (its own loads and stores), and simulates greedy dispatch onto ``--sms`` x programs-per-SM
 slots. It prints each pass's modelled time against a perfectly balanced one (total work / slots)
 in both orders. It models scheduling alone: not memory traffic, L2 locality or clock behaviour,
-so what it predicts must be measured (``benchmarks/gpu.py`` with SPARSE_TRANSFORMER_HEADS_FAST=1
-or SPARSE_TRANSFORMER_SPLIT_ROWS=128). The last column splits dk/dv rows longer than
-``--split-cap`` tile pairs into pieces (``plan.split_rows``), in today's head-after-head order.
+so what it predicts must be measured (``benchmarks/gpu.py`` with SPARSE_TRANSFORMER_HEADS_FAST=0|1
+and SPARSE_TRANSFORMER_SPLIT_ROWS=0|N|auto). The last column splits dk/dv rows longer than
+``--split-cap`` tile pairs into pieces (``plan.split_rows``), in the head-after-head order.
 
     python benchmarks/launch_order.py                       # n = 16384, 16 heads, 132 SMs
     python benchmarks/launch_order.py --n 65536 --heads 8
