@@ -26,7 +26,8 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
 
 from sparse_transformer import patterns as P  # noqa: E402
-from sparse_transformer.ops.triton.plan import auto_split_cap, build_plan, split_rows  # noqa: E402
+from sparse_transformer.ops.triton.plan import (  # noqa: E402
+    auto_split_cap, build_plan, dkdv_schedule, split_rows)
 
 PATTERNS = {"fixed": P.Fixed(128, 32), "strided": P.Strided(128), "local": P.Local(256),
             "longformer": P.longformer(128, (0,)), "bigbird": P.bigbird(128, (0,))}
@@ -53,7 +54,8 @@ def model(pattern, n: int, heads: int, block: int, slots: dict,
           split_cap: "int | str | None" = None) -> list[dict]:
     """Per pass: modelled time over balanced time head after head and heads interleaved, and
     (dk/dv passes, ``split_cap``) head after head with rows split at ``split_cap`` tile pairs
-    (``plan.split_rows``; each piece costs one extra tile pair for its partial sums)."""
+    (``plan.split_rows``; each piece costs one extra tile pair for its partial sums); and
+    ``default``: (the backend's default schedule for the pass, its modelled time)."""
     plan = build_plan(pattern, n, heads, True, "cpu", block)
     rows = []
     for role, passes in (("fwd/dq", plan.fwd), ("dk/dv", plan.bwd)):
@@ -76,6 +78,17 @@ def model(pattern, n: int, heads: int, block: int, slots: dict,
                 row["split"] = makespan(work, s) / ideal
             elif split_cap and role == "dk/dv":
                 row["split"] = row["head_major"]  # no row longer than the cap
+            row["default"] = ("head after head", row["head_major"])
+            if role == "dk/dv":  # what the backend does by default (plan.dkdv_schedule)
+                dcap, fast = dkdv_schedule(ps, heads, s)
+                if dcap is not None and plan.heads == 1:
+                    sp = split_rows(ps, dcap)
+                    pieces = program_work(sp)
+                    extra = [1.0 if int(x) >= 0 else 0.0 for x in sp.split[0][sp.order[0].long()]]
+                    row["default"] = ("split", makespan([w + e for w, e in zip(pieces, extra)]
+                                                        * heads, s) / ideal)
+                elif fast:
+                    row["default"] = ("interleaved", row["interleaved"])
             rows.append(row)
     return rows
 
@@ -105,8 +118,8 @@ def main(argv=None) -> int:
     print(f"n = {args.n:,}, {args.heads} heads, tiles of {args.block}, {args.sms} SMs "
           f"({args.fwd_per_sm} forward/dq and {args.dkdv_per_sm} dk/dv programs per SM)\n")
     print("| pattern | pass | programs per head | longest (tile pairs) | head after head | "
-          f"heads interleaved | gain | rows split at {args.split_cap} |")
-    print("|---|---|---|---|---|---|---|---|")
+          f"heads interleaved | gain | rows split at {args.split_cap} | default schedule |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name in args.patterns.split(","):
         if name not in PATTERNS:
             ap.error(f"--patterns: names from {', '.join(PATTERNS)}, got {name!r}")
@@ -114,7 +127,7 @@ def main(argv=None) -> int:
             split = "-" if r["split"] is None else f"{r['split']:.2f}x"
             print(f"| {name} | {r['role']} {r['index']} | {r['programs_per_head']} | "
                   f"{r['longest']:.0f} | {r['head_major']:.2f}x | {r['interleaved']:.2f}x | "
-                  f"{r['gain']:.2f}x | {split} |")
+                  f"{r['gain']:.2f}x | {split} | {r['default'][0]} {r['default'][1]:.2f}x |")
     print("\n(times relative to a perfectly balanced launch: total work / slots)")
     return 0
 

@@ -34,3 +34,17 @@ def test_model_of_split_rows_shortens_a_global_column():
     dkdv = [r for r in rows if r["role"] == "dk/dv"]
     assert dkdv[0]["head_major"] > 3 and dkdv[0]["split"] < 1.5
     assert all(r["split"] is None for r in rows if r["role"] == "fwd/dq")
+
+
+def test_default_schedule_column():
+    # The backend's default per dk/dv launch (plan.dkdv_schedule) on an H100's slots at 16K:
+    # fixed's summary pass interleaved, longformer's global row split, strided's left alone.
+    slots = {"fwd/dq": 396, "dk/dv": 264}
+    fixed = launch_order.model(launch_order.PATTERNS["fixed"], 16384, 16, 64, slots)
+    summary = [r for r in fixed if r["role"] == "dk/dv" and r["programs_per_head"] == 64][0]
+    assert summary["default"] == ("interleaved", summary["interleaved"])
+    lf = launch_order.model(launch_order.PATTERNS["longformer"], 16384, 16, 64, slots)
+    kv = [r for r in lf if r["role"] == "dk/dv"][0]
+    assert kv["default"][0] == "split" and kv["default"][1] < 0.5 * kv["head_major"]
+    for r in launch_order.model(launch_order.PATTERNS["strided"], 16384, 16, 64, slots):
+        assert r["default"] == ("head after head", r["head_major"])
