@@ -212,8 +212,10 @@ def test_dkdv_schedule_by_row_shape():
         return get_plan(pattern, n, 1, True, "cpu", block)[1].bwd[0]
 
     lf = first_pass(P.Local(256) | P.Global((0,)))
+    assert "row_stats" in vars(lf)  # read when the plan was built, not while scheduling a launch
     w = row_work(lf)
     assert int(w[0]) == 256 and int(w.sum()) == pass_pairs_of(lf)
+    assert lf.row_stats == (256, int(w.sum()), w.numel())
     assert dkdv_schedule(lf, 16, 264) == (auto_split_cap(lf, 16, 264), False)
     assert dkdv_schedule(lf, 16, 264, split=False) == (None, True)
     assert dkdv_schedule(lf, 16, 264, split=False, interleave=False) == (None, False)

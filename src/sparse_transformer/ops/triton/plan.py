@@ -31,7 +31,7 @@ accumulation (backward). Memory is bounded by the number of computed tiles, neve
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 import torch
 
@@ -63,6 +63,21 @@ class Pass:
     @property
     def num_tiles(self) -> int:
         return self.tiles.shape[1]
+
+    @cached_property
+    def row_stats(self) -> tuple[int, int, int]:
+        """(longest row, all rows, number of rows) in tile pairs, first head group. Read on the
+        host once, when the pass is built (``_done``), so that scheduling a launch later never
+        waits on the device (nor breaks a CUDA-graph capture)."""
+        work = row_work(self)
+        if work.numel() == 0:
+            return 0, 0, 0
+        return int(work.max()), int(work.sum()), work.numel()
+
+
+def _done(ps: Pass) -> Pass:
+    ps.row_stats  # noqa: B018  (computed now, outside any capture)
+    return ps
 
 
 def pass_pairs(ps: Pass) -> int:
@@ -98,15 +113,14 @@ def dkdv_schedule(ps: Pass, batch_heads: int, slots: int, split: bool = True,
     head) start interleaved across heads, so every head's longest start together; even rows keep
     the head-after-head order, which reads K and V with better L2 locality. ``split`` /
     ``interleave`` False rule that choice out."""
-    work = row_work(ps)
-    if work.numel() == 0:
+    longest, total, rows = ps.row_stats
+    if rows == 0:
         return None, False
-    longest, total = int(work.max()), int(work.sum())
     balanced = total * batch_heads / max(1, slots)
     if split and ps.tiles.shape[0] == 1 and longest > SPLIT_ABOVE * balanced:
         return auto_split_cap(ps, batch_heads, slots), False
     if (interleave and longest > INTERLEAVE_ABOVE * balanced
-            and longest * work.numel() >= INTERLEAVE_UNEVEN * total):
+            and longest * rows >= INTERLEAVE_UNEVEN * total):
         return None, True
     return None, False
 
@@ -117,7 +131,7 @@ def auto_split_cap(ps: Pass, batch_heads: int, slots: int) -> int:
     The launch model (``benchmarks/launch_order.py``) found about that best for fixed,
     longformer and bigbird at 16K positions and longformer at 1M; on an H100 it beat a fixed cap
     of 32 for fixed, longformer and bigbird at 16K (docs/benchmarks.md)."""
-    return max(16, pass_pairs(ps) * batch_heads // (8 * max(1, slots)))
+    return max(16, ps.row_stats[1] * batch_heads // (8 * max(1, slots)))
 
 
 def split_rows(ps: Pass, cap: int) -> Pass | None:
@@ -546,9 +560,9 @@ def _csr(own_tiles, other_tiles, hp, own, other, mid, heads, covers_all,
     for h, e in enumerate(ents):
         entries[h, :e.shape[0]] = e
     i32 = torch.int32
-    return Pass(own_tiles.to(i32).contiguous(), torch.stack(orders).to(i32).contiguous(),
-                torch.stack(rowptrs).to(i32).contiguous(), entries.to(i32).contiguous(),
-                covers_all)
+    return _done(Pass(own_tiles.to(i32).contiguous(), torch.stack(orders).to(i32).contiguous(),
+                      torch.stack(rowptrs).to(i32).contiguous(), entries.to(i32).contiguous(),
+                      covers_all))
 
 
 def _runs(tiles: torch.Tensor, own: torch.Tensor, mid: torch.Tensor, merge: bool):
