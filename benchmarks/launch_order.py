@@ -50,6 +50,14 @@ def makespan(work: list[float], slots: int) -> float:
     return end
 
 
+def split_makespan(sp, heads: int, slots: int) -> float:
+    """Modelled time of a split pass head after head; each piece of a split row costs one extra
+    tile pair (adding its partial sums)."""
+    pieces = program_work(sp)
+    extra = [1.0 if int(x) >= 0 else 0.0 for x in sp.split[0][sp.order[0].long()]]
+    return makespan([w + e for w, e in zip(pieces, extra)] * heads, slots)
+
+
 def model(pattern, n: int, heads: int, block: int, slots: dict,
           split_cap: "int | str | None" = None) -> list[dict]:
     """Per pass: modelled time over balanced time head after head and heads interleaved, and
@@ -72,21 +80,15 @@ def model(pattern, n: int, heads: int, block: int, slots: dict,
             cap = auto_split_cap(ps, heads, s) if split_cap == "auto" else split_cap
             sp = split_rows(ps, cap) if cap and role == "dk/dv" and plan.heads == 1 else None
             if sp is not None:
-                pieces = program_work(sp)
-                extra = [1.0 if int(x) >= 0 else 0.0 for x in sp.split[0][sp.order[0].long()]]
-                work = [w + e for w, e in zip(pieces, extra)] * heads
-                row["split"] = makespan(work, s) / ideal
+                row["split"] = split_makespan(sp, heads, s) / ideal
             elif split_cap and role == "dk/dv":
                 row["split"] = row["head_major"]  # no row longer than the cap
             row["default"] = ("head after head", row["head_major"])
             if role == "dk/dv":  # what the backend does by default (plan.dkdv_schedule)
                 dcap, fast = dkdv_schedule(ps, heads, s)
                 if dcap is not None and plan.heads == 1:
-                    sp = split_rows(ps, dcap)
-                    pieces = program_work(sp)
-                    extra = [1.0 if int(x) >= 0 else 0.0 for x in sp.split[0][sp.order[0].long()]]
-                    row["default"] = ("split", makespan([w + e for w, e in zip(pieces, extra)]
-                                                        * heads, s) / ideal)
+                    row["default"] = ("split", split_makespan(split_rows(ps, dcap), heads, s)
+                                      / ideal)
                 elif fast:
                     row["default"] = ("interleaved", row["interleaved"])
             rows.append(row)
