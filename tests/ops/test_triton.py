@@ -206,7 +206,8 @@ def test_split_rows_settings(monkeypatch):
 def test_dkdv_schedule_by_row_shape():
     """A global key's row far above a balanced slot is split; fixed's uneven summary rows are
     interleaved, not split; strided's and local's even rows keep the head-after-head order."""
-    from sparse_transformer.ops.triton.plan import auto_split_cap, dkdv_schedule, row_work
+    from sparse_transformer.ops.triton.plan import (auto_split_cap, dkdv_schedule, pass_pairs,
+                                                    row_work)
 
     def first_pass(pattern, n=16384, block=64):
         return get_plan(pattern, n, 1, True, "cpu", block)[1].bwd[0]
@@ -214,7 +215,7 @@ def test_dkdv_schedule_by_row_shape():
     lf = first_pass(P.Local(256) | P.Global((0,)))
     assert "row_stats" in vars(lf)  # read when the plan was built, not while scheduling a launch
     w = row_work(lf)
-    assert int(w[0]) == 256 and int(w.sum()) == pass_pairs_of(lf)
+    assert int(w[0]) == 256 and int(w.sum()) == pass_pairs(lf)
     assert lf.row_stats == (256, int(w.sum()), w.numel())
     assert dkdv_schedule(lf, 16, 264) == (auto_split_cap(lf, 16, 264), False)
     assert dkdv_schedule(lf, 16, 264, split=False) == (None, True)
@@ -222,12 +223,6 @@ def test_dkdv_schedule_by_row_shape():
     assert dkdv_schedule(first_pass(P.Fixed(128, 32)), 16, 264) == (None, True)
     for pattern in (P.Strided(128), P.Local(256)):
         assert dkdv_schedule(first_pass(pattern), 16, 264) == (None, False)
-
-
-def pass_pairs_of(ps):
-    from sparse_transformer.ops.triton.plan import pass_pairs
-
-    return pass_pairs(ps)
 
 
 @needs_interp
