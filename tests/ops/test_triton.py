@@ -285,6 +285,28 @@ def test_gpu_split_rows(pattern, cap, monkeypatch):
 
 
 @gpu
+@pytest.mark.parametrize("pattern", [P.Fixed(64, 16), P.Local(200),
+                                     P.Global((0, 700)) | P.Local(150),
+                                     P.PerHead((P.Local(100), P.Column(64)))],
+                         ids=lambda p: p.name)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+def test_gpu_tma_matches_reference(pattern, dtype, monkeypatch):
+    """Tensor-descriptor loads on the GPU (Hopper): every role, padding, n not a multiple of the
+    tile, d = 64, and q, k, v as views of one packed tensor (rows strided by 3 x H x d)."""
+    from sparse_transformer.ops.triton import backend as triton_backend
+
+    if torch.cuda.get_device_capability()[0] < 9:
+        pytest.skip("tensor descriptors need compute capability 9 or more")
+    monkeypatch.setattr(triton_backend, "TMA", frozenset(triton_backend.TMA_ROLES))
+    monkeypatch.setattr(triton_backend, "FUSE_BWD_BELOW", 0)
+    q, k, v = _qkv(2, 4, 1000, 64, dtype, "cuda")
+    check_against_reference(triton_attention, q, k, v, pattern, True, _padding(2, 1000, "cuda"))
+    check_against_reference(_through_packed_views, q, k, v, pattern, True,
+                            _padding(2, 1000, "cuda"))
+    assert ("_dkdv_kernel", True) in _tma_launches()
+
+
+@gpu
 @pytest.mark.parametrize("pattern", [P.Strided(64), P.Fixed(64, 16)], ids=lambda p: p.name)
 def test_gpu_heads_fast_launch_order(pattern, monkeypatch):
     from sparse_transformer.ops.triton import backend as triton_backend
@@ -293,6 +315,77 @@ def test_gpu_heads_fast_launch_order(pattern, monkeypatch):
     monkeypatch.setattr(triton_backend, "FUSE_BWD_BELOW", 0)
     q, k, v = _qkv(2, 4, 1025, 64, torch.bfloat16, "cuda")
     check_against_reference(triton_attention, q, k, v, pattern, True, _padding(2, 1025, "cuda"))
+
+
+_TMA_PATTERNS = [P.Fixed(16, 4), P.Local(40), P.Global((0, 50)) | P.Local(40),
+                 P.PerHead((P.Local(20), P.Column(16)))]
+
+
+def _through_packed_views(q, k, v, *args, **kw):
+    """``triton_attention`` on q, k, v copied into one (B, n, H, 3, d) tensor and read as views
+    of it (rows strided by 3 x H x d, as a fused qkv projection lays them out)."""
+    qkv = torch.stack([t.transpose(1, 2) for t in (q, k, v)], 3)
+    return triton_attention(*(qkv[..., i, :].transpose(1, 2) for i in range(3)), *args, **kw)
+
+
+def _tma_launches():
+    from sparse_transformer.ops.triton import backend
+
+    return {(lay_launch.kernel.__name__, lay_launch.tma)
+            for layout in backend._LAYOUTS.values() for lay_launch in layout.launches}
+
+
+@needs_interp
+@pytest.mark.parametrize("pattern", _TMA_PATTERNS, ids=lambda p: p.name)
+def test_interp_tma_matches_reference(pattern, monkeypatch):
+    """Tensor-descriptor loads (``TMA``) in every role against the reference: forward, gradients,
+    padding, empty rows, a sequence that ends inside a tile (rows past it must read as zeros),
+    per-head patterns. 16-bit inputs only (what the descriptors take); the interpreter runs
+    float16."""
+    from sparse_transformer.ops.triton import backend
+
+    monkeypatch.setattr(backend, "TMA", frozenset(backend.TMA_ROLES))
+    monkeypatch.setattr(backend, "FUSE_BWD_BELOW", None)
+    monkeypatch.setattr(backend, "_LAYOUTS", backend.LRUCache(8))
+    q, k, v = _qkv(2, 2, 289, 32, torch.float16, "cpu", seed=3)
+    check_against_reference(triton_attention, q, k, v, pattern, True, _padding(2, 289, "cpu"))
+    check_against_reference(_through_packed_views, q, k, v, pattern, True,
+                            _padding(2, 289, "cpu"))
+    used = _tma_launches()
+    assert ("_dkdv_kernel", True) in used  # every one of these has a key-major pass of runs
+    if not isinstance(pattern, P.Fixed):  # fixed's query-major passes read gathered summary keys
+        assert ("_fwd_kernel", True) in used and ("_dq_kernel", True) in used
+
+
+def test_tma_settings_and_eligibility(monkeypatch):
+    """``SPARSE_TRANSFORMER_TMA`` values, and which launches may read through descriptors: never
+    float32, misaligned rows or a pass with gathered tiles."""
+    from sparse_transformer.ops.triton import backend
+
+    assert backend._tma_setting("auto") == "auto"
+    assert backend._tma_setting("0") == frozenset() == backend._tma_setting("none")
+    assert backend._tma_setting("all") == frozenset(backend.TMA_ROLES)
+    assert backend._tma_setting(" dq, dkdv ") == frozenset({"dq", "dkdv"})
+    for bad in ("yes", "fwd,bwd", ","):
+        with pytest.raises(ValueError, match="SPARSE_TRANSFORMER_TMA"):
+            backend._tma_setting(bad)
+    monkeypatch.setattr(backend, "TMA", "auto")
+    assert backend._tma_roles(torch.device("cpu")) == frozenset()
+    _, plan = get_plan(P.Fixed(16, 4), 200, 1, True, "cpu", 16)
+    assert all(ps.contiguous_runs for ps in plan.bwd)  # query tiles in token order
+    assert not all(ps.contiguous_runs for ps in plan.fwd)  # the gathered summary keys
+    _, strided = get_plan(P.Strided(16), 200, 1, True, "cpu", 16)
+    assert not strided.bwd[0].contiguous_runs  # the column factor's transposed tiles
+    ps = plan.bwd[0]
+    roles = frozenset(backend.TMA_ROLES)
+    bf16 = torch.bfloat16
+    assert backend._tma_ok("dkdv", roles, ps, bf16, 64, True, 64, 4096)
+    assert not backend._tma_ok("dkdv", frozenset({"fwd"}), ps, bf16, 64, True, 64)
+    assert not backend._tma_ok("dkdv", roles, ps, torch.float32, 64, True, 64)
+    assert not backend._tma_ok("dkdv", roles, ps, bf16, 64, False, 64)  # a pointer off 16 B
+    assert not backend._tma_ok("dkdv", roles, ps, bf16, 64, True, 68)  # rows off 16 B
+    assert not backend._tma_ok("dkdv", roles, ps, bf16, 36, True, 64)
+    assert backend._aligned(torch.zeros(8)) and not backend._aligned(torch.zeros(8)[1:])
 
 
 @needs_interp

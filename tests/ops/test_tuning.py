@@ -59,6 +59,15 @@ def test_an_entry_sets_the_launch_and_tile_of_its_case_only(table_with):
     assert tb._launch_opts("dkdv", torch.device("cpu"), "Strided", 64, torch.bfloat16) == ()
 
 
+def test_a_register_cap_reaches_the_launch(table_with, monkeypatch):
+    """``maxnreg`` (optional, in an entry or in ``TUNING``) becomes a launch option."""
+    table_with(dict(_entry(), maxnreg=168))
+    assert dict(tb._launch_opts("dkdv", GPU, "Strided", 64, torch.bfloat16))["maxnreg"] == 168
+    assert "maxnreg" not in dict(tb._launch_opts("dkdv", GPU, "Fixed", 64, torch.bfloat16))
+    monkeypatch.setitem(tb.TUNING["dq"], "maxnreg", 128)
+    assert dict(tb._launch_opts("dq", GPU, "Fixed", 64, torch.bfloat16))["maxnreg"] == 128
+
+
 def test_plans_follow_the_tuned_tile_size(table_with, monkeypatch):
     """plan_set builds each role's plan at its tuned tile (the device type is what matters:
     a CPU device gets the interpreter's tile, so the check asks for the GPU's through a stub)."""
@@ -107,7 +116,8 @@ def test_write_table_keeps_the_fastest_and_merges(tmp_path):
 
 @pytest.mark.parametrize("bad,match", [
     (dict(block=96), "block must be"), (dict(num_warps=3), "num_warps"),
-    (dict(role="bwd"), "needs a role"), (dict(dtype="bf16"), "needs a role")])
+    (dict(role="bwd"), "needs a role"), (dict(dtype="bf16"), "needs a role"),
+    (dict(maxnreg=300), "maxnreg")])
 def test_a_bad_table_is_refused_by_name(tmp_path, bad, match):
     table = json.loads(tuning.TABLE.read_text())
     table["entries"] = [_entry(**bad)]

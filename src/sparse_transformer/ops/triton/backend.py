@@ -202,6 +202,69 @@ def _dkdv_schedule(kp: Pass, batch_heads: int, device) -> "tuple[int | None, boo
     return cap, fast
 
 
+# Tensor-descriptor (TMA) loads per kernel role (``kernels._descs``): a pass whose runs are all
+# contiguous tiles reads them through descriptors made once per program instead of per-thread
+# pointers. Hopper and later, 16-bit inputs whose rows start on 16-byte boundaries. "auto" (the
+# default): the roles in ``TMA_AUTO_ROLES`` on GPUs of compute capability 9 or more, none
+# elsewhere. ``SPARSE_TRANSFORMER_TMA`` = auto | 0 | all | a comma list of fwd, dq, dkdv sets it
+# for a run; named roles apply under Triton's interpreter too (how CI tests them).
+# ``TMA_AUTO_ROLES`` is empty: the descriptor kernels compile for sm_90 (Triton 3.6: the forward
+# at 127 registers against 140, dk/dv at 217 against 255; ``benchmarks/kernel_resources.py
+# --tma``) and match the reference under the interpreter, but have not yet run on a GPU, so no
+# role takes them unasked. ``benchmarks/tma.py`` measures them against the pointer loads.
+TMA_ROLES = ("fwd", "dq", "dkdv")
+TMA_AUTO_ROLES: frozenset = frozenset()
+
+
+def _tma_setting(text: str) -> "frozenset | str":
+    text = text.strip().lower()
+    if text == "auto":
+        return "auto"
+    if text in ("0", "none"):
+        return frozenset()
+    if text in ("1", "all"):
+        return frozenset(TMA_ROLES)
+    roles = frozenset(r.strip() for r in text.split(",") if r.strip())
+    bad = sorted(roles - set(TMA_ROLES))
+    if bad or not roles:
+        raise ValueError(f"SPARSE_TRANSFORMER_TMA must be 'auto', '0', 'all' or a comma list of "
+                         f"{', '.join(TMA_ROLES)}; got {text!r}")
+    return roles
+
+
+TMA: "frozenset | str" = _tma_setting(os.environ.get("SPARSE_TRANSFORMER_TMA", "auto"))
+
+
+def _tma_roles(device: torch.device) -> frozenset:
+    if TMA != "auto":
+        return TMA
+    if device.type != "cuda" or torch.cuda.get_device_capability(device)[0] < 9:
+        return frozenset()
+    return TMA_AUTO_ROLES
+
+
+def _tma_ok(role: str, roles: frozenset, ps: Pass, dtype, d: int, aligned: bool,
+            *strides) -> bool:
+    """Whether ``role``'s launch of pass ``ps`` may read through tensor descriptors: the role is
+    on, the inputs are 16-bit and their rows start on 16-byte boundaries (``aligned``: the
+    call's pointers; ``strides``: every stride of the tensors read, in elements), and every run
+    of the pass is contiguous."""
+    return (role in roles and aligned and dtype in (torch.float16, torch.bfloat16)
+            and d % 8 == 0 and all(st % 8 == 0 for st in strides) and ps.contiguous_runs)
+
+
+def _tma_alloc(size: int, alignment: int, stream) -> torch.Tensor:
+    """Global scratch for the descriptors a launch makes on the device (128 bytes a program)."""
+    return torch.empty(size, dtype=torch.int8, device=torch.cuda.current_device())
+
+
+def _aligned(*tensors) -> bool:
+    bits = 0
+    for t in tensors:
+        bits |= t.data_ptr()
+    return not bits & 15
+
+
 def _atomic_dq(qplan: TritonPlan) -> bool:
     if torch.are_deterministic_algorithms_enabled() or ATOMIC_DQ is False:
         return False
@@ -268,7 +331,10 @@ def _launch_opts(role: str, device: torch.device, kind: str = "", head_dim: int 
     if device.type == "cpu":
         return ()
     t = _settings(role, kind, head_dim, dtype)
-    return (("num_warps", t["num_warps"]), ("num_stages", t["num_stages"]))
+    opts = (("num_warps", t["num_warps"]), ("num_stages", t["num_stages"]))
+    if t.get("maxnreg"):  # a cap on registers per thread (more programs per SM, some spills)
+        opts += (("maxnreg", int(t["maxnreg"])),)
+    return opts
 
 
 def _dot_prec(dtype) -> str:
@@ -329,7 +395,7 @@ class _Launch:
     per-call tensors are 16-byte aligned (what Triton specialises tensors on; every other
     argument is fixed here) and called directly from then on."""
 
-    __slots__ = ("kernel", "grid", "opts", "args", "slots", "compiled")
+    __slots__ = ("kernel", "grid", "opts", "args", "slots", "compiled", "tma")
 
     def __init__(self, kernel, grid: tuple, opts: tuple, named: dict):
         names = list(kernel.arg_names)
@@ -343,6 +409,7 @@ class _Launch:
         self.args = [named[a] for a in names]
         self.slots = tuple((i, a) for i, a in enumerate(self.args) if isinstance(a, _Slot))
         self.compiled = None
+        self.tma = bool(named.get("TMA", False))
 
     def bind(self, values: dict) -> list:
         args = self.args.copy()
@@ -354,6 +421,10 @@ class _Launch:
         """Launch with the call's ``values``; ``fast``: direct launches are on and the call's
         tensors are aligned."""
         args = self.bind(values)
+        if self.tma:  # descriptors made on the device need Triton's scratch allocator, which is
+            # per thread (the backward may run on autograd's device thread)
+            import triton
+            triton.set_allocator(_tma_alloc)
         if fast and FAST_LAUNCH:
             compiled = self.compiled
             if compiled is None:
@@ -395,9 +466,10 @@ class _FwdLayout:
         self.plan, self.scratch, self.launches = plan, scratch, launches
 
 
-def _fwd_layout(plan: TritonPlan, q, k, v, has_kpm: bool) -> _FwdLayout:
+def _fwd_layout(plan: TritonPlan, q, k, v, has_kpm: bool, aligned: bool) -> _FwdLayout:
     kern = _kernels()
     b, h, n, d = q.shape
+    roles = _tma_roles(q.device)
     out_strides, scratch_strides = (n * h * d, d, h * d), _contiguous_strides(b, h, n, d)
     strides = _strides(q, k, v)
     hp_mul, block, block_d = _tile_consts(plan, d)
@@ -416,7 +488,9 @@ def _fwd_layout(plan: TritonPlan, q, k, v, has_kpm: bool) -> _FwdLayout:
         launches.append(_Launch(kern._fwd_kernel, (ps.num_tiles, b * h), opts, dict(
             common, O=_Slot("out" if last else "scratch"), TILES=ps.tiles, ORDER=ps.order,
             ROWPTR=ps.rowptr, ENT=ps.entries, T=ps.num_tiles, E=ps.entries.shape[1],
-            HAS_SEED=i > 0, **_strided("so", out_strides if last else scratch_strides))))
+            HAS_SEED=i > 0, **_strided("so", out_strides if last else scratch_strides),
+            NMASK=plan.masks.shape[0],
+            TMA=_tma_ok("fwd", roles, ps, q.dtype, d, aligned, *strides[3:9]))))
     return _FwdLayout(plan, len(plan.fwd) > 1, launches)
 
 
@@ -431,10 +505,11 @@ def _forward(q, k, v, kpm, plan: TritonPlan, scale: float):
     comes back through it is read where it lies."""
     b, h, n, d = q.shape
     sig = ("fwd", id(plan), q.shape, q.stride(), k.stride(), v.stride(), q.dtype, k.dtype,
-           v.dtype, q.device, kpm is not None, tuning.GENERATION, tuning.USE_TABLE, HEADS_FAST)
+           v.dtype, q.device, kpm is not None, tuning.GENERATION, tuning.USE_TABLE, HEADS_FAST,
+           TMA, _aligned(k, v))
     layout = _LAYOUTS.get(sig)
     if layout is None or layout.plan is not plan:
-        layout = _LAYOUTS[sig] = _fwd_layout(plan, q, k, v, kpm is not None)
+        layout = _LAYOUTS[sig] = _fwd_layout(plan, q, k, v, kpm is not None, sig[-1])
     out = torch.empty_strided((b, h, n, d), (n * h * d, d, h * d, 1), dtype=q.dtype,
                               device=q.device)
     lse = torch.empty(b, h, n, dtype=torch.float32, device=q.device)
@@ -459,7 +534,8 @@ class _BwdLayout:
             setattr(self, name, value)
 
 
-def _bwd_layout(plans, q, k, v, out, dout, grads, has_dlse: bool, has_kpm: bool) -> _BwdLayout:
+def _bwd_layout(plans, q, k, v, out, dout, grads, has_dlse: bool, has_kpm: bool,
+                kv_aligned: bool = False, qdo_aligned: bool = False) -> _BwdLayout:
     """The backward's launches: delta, then dq over the dq plan's query-major passes and dk/dv
     over the dk/dv plan's key-major passes (or both in one launch per pass, or dq added up
     atomically by the dk/dv programs), with what the call must allocate."""
@@ -468,6 +544,7 @@ def _bwd_layout(plans, q, k, v, out, dout, grads, has_dlse: bool, has_kpm: bool)
     dev = q.device
     _, qplan, kplan = plans
     kind = qplan.kind
+    roles = _tma_roles(dev)
     cont = _contiguous_strides(b, h, n, d)
     strides = _strides(q, k, v)
     do_strides = dout.stride()[:3]
@@ -529,10 +606,14 @@ def _bwd_layout(plans, q, k, v, out, dout, grads, has_dlse: bool, has_kpm: bool)
                                     _launch_opts("dq", dev, kind, d, q.dtype), dict(
                 common, **q_side, TILES=qp.tiles, ORDER=qp.order, ROWPTR=qp.rowptr,
                 ENT=qp.entries, T=tq, E=qp.entries.shape[1], HP_MUL=hp_mul, BLOCK=block,
-                HAS_SEED=i > 0)))
+                HAS_SEED=i > 0, NMASK=qplan.masks.shape[0],
+                TMA=_tma_ok("dq", roles, qp, q.dtype, d, kv_aligned, *strides[3:9]))))
         if kp is not None:
             k_mul, k_block, _ = _tile_consts(kplan, d)
             cap, fast = _dkdv_schedule(kp, b * h, dev)
+            tma = (kplan.masks_kt is not None and not atomic
+                   and _tma_ok("dkdv", roles, kp, q.dtype, d, qdo_aligned, *strides[0:3],
+                               *do_strides))
             sp = split_rows(kp, cap) if cap is not None else None
             if sp is not None:
                 kp, tk = sp, sp.num_tiles
@@ -546,10 +627,11 @@ def _bwd_layout(plans, q, k, v, out, dout, grads, has_dlse: bool, has_kpm: bool)
                                   DVS=_Slot("delta"), CNT=kp.order, S=0, HAS_SPLIT=False)
             launches.append(_Launch(kern._dkdv_kernel, (tk, b * h),
                                     _launch_opts("dkdv", dev, kind, d, q.dtype), dict(
-                common, **k_side, **split_args, MASKS=kplan.masks, DQACC=_Slot("dq_acc"),
-                TILES=kp.tiles, ORDER=kp.order, ROWPTR=kp.rowptr, ENT=kp.entries, T=tk,
-                E=kp.entries.shape[1], HP_MUL=k_mul, BLOCK=k_block, HAS_SEED=kv_seed,
-                ATOMIC_DQ=atomic, HEADS_FAST=fast)))
+                common, **k_side, **split_args, MASKS=kplan.masks_kt if tma else kplan.masks,
+                DQACC=_Slot("dq_acc"), TILES=kp.tiles, ORDER=kp.order, ROWPTR=kp.rowptr,
+                ENT=kp.entries, T=tk, E=kp.entries.shape[1], HP_MUL=k_mul, BLOCK=k_block,
+                HAS_SEED=kv_seed, ATOMIC_DQ=atomic, HEADS_FAST=fast,
+                NMASK=kplan.masks.shape[0], TMA=tma)))
     return _BwdLayout(plans, kv_zero=not kpasses[-1].covers_all, acc_kv=not single,
                       acc_zero=not kpasses[0].covers_all, atomic=atomic,
                       acc_q=len(qpasses) > 1, launches=launches, splits=tuple(splits))
@@ -566,11 +648,12 @@ def _backward(dout, dlse, q, k, v, out, lse, kpm, plans, scale: float, grads=Non
            dlse is not None, kpm is not None,
            None if grads is None else tuple((g.stride(), g.dtype) for g in grads),
            FUSE_BWD_BELOW, ATOMIC_DQ, torch.are_deterministic_algorithms_enabled(),
-           tuning.GENERATION, tuning.USE_TABLE, HEADS_FAST, SPLIT_ROWS_ABOVE)
+           tuning.GENERATION, tuning.USE_TABLE, HEADS_FAST, SPLIT_ROWS_ABOVE, TMA,
+           _aligned(k, v), _aligned(q, dout))
     layout = _LAYOUTS.get(sig)
     if layout is None or layout.plans[1] is not plans[1] or layout.plans[2] is not plans[2]:
         layout = _LAYOUTS[sig] = _bwd_layout(plans, q, k, v, out, dout, grads,
-                                             dlse is not None, kpm is not None)
+                                             dlse is not None, kpm is not None, sig[-2], sig[-1])
     b, h, n, d = q.shape
     dev = q.device
     f32 = torch.float32

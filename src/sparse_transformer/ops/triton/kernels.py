@@ -16,6 +16,12 @@ same way. Every program writes only its own tile, so results are deterministic (
 except in the opt-in one-pass backward (``ATOMIC_DQ``), where the dk/dv programs also add their
 share of dq to a float32 buffer with atomic adds.
 
+With ``TMA`` (Hopper, for passes whose runs are all contiguous tiles: ``plan.contiguous_runs``)
+a program reads the other side's tiles through tensor descriptors made once per program
+(``_descs``) instead of per-thread pointer loads: fewer instructions and registers in the inner
+loop, and the loads run on the tensor-memory accelerator. Partial tiles then read their masks
+through a descriptor too, which for the key-major dk/dv passes must be stored key-major.
+
 Rows with no allowed key keep m = -inf and l = 0: they output zeros, a log-sum-exp of -inf, and
 (because the backward maps -inf to +inf before exp2) zero gradients.
 """
@@ -86,6 +92,24 @@ def _apply_mask(s, MASKS, mid, offs, BLOCK: tl.constexpr, KEY_MAJOR: tl.constexp
 
 
 @triton.jit
+def _descs(TMA: tl.constexpr, A, a_off, sa, B, b_off, sb, MASKS, NMASK, N, D,
+           BLOCK: tl.constexpr, BLOCK_D: tl.constexpr):
+    """With ``TMA``: tensor descriptors over the rows of one (batch, head) of A and B (N x D at
+    row strides sa, sb) and over the stored masks (NMASK x BLOCK x BLOCK int8), so that a run's
+    contiguous tiles load through the Hopper tensor-memory accelerator: no per-thread addresses
+    or bounds masks (rows past N read as zeros). Otherwise placeholders."""
+    if TMA:
+        return (tl.make_tensor_descriptor(A + a_off, shape=[N, D], strides=[sa, 1],
+                                          block_shape=[BLOCK, BLOCK_D]),
+                tl.make_tensor_descriptor(B + b_off, shape=[N, D], strides=[sb, 1],
+                                          block_shape=[BLOCK, BLOCK_D]),
+                tl.make_tensor_descriptor(MASKS, shape=[NMASK * BLOCK, BLOCK], strides=[BLOCK, 1],
+                                          block_shape=[BLOCK, BLOCK]))
+    else:
+        return A, B, MASKS
+
+
+@triton.jit
 def _load_lse2(LSE, row, inb):
     lse = tl.load(LSE + row, mask=inb, other=float("inf"))
     # Empty rows (lse = -inf) and out-of-range rows get +inf, so their probabilities are 0.
@@ -95,17 +119,26 @@ def _load_lse2(LSE, row, inb):
 @triton.jit
 def _fwd_step(q, m_i, l_i, acc, K, V, b, h, kpos, mid, MASKS, KPM, skb, skh, skn, svb, svh, svn,
               N, qk_scale, offs, offs_d, dmask, BLOCK: tl.constexpr, MASKED: tl.constexpr,
-              HAS_KPM: tl.constexpr, DOT_PREC: tl.constexpr):
-    """One key tile of the online softmax."""
+              HAS_KPM: tl.constexpr, DOT_PREC: tl.constexpr, TMA: tl.constexpr, KD, VD, MD,
+              kstart):
+    """One key tile of the online softmax (with ``TMA`` its positions are kstart + offs, read
+    through the descriptors KD, VD and, for its mask, MD)."""
     kin = kpos < N
-    kmask = kin[:, None] & dmask[None, :]
-    k = tl.load(K + b * skb + h * skh + kpos[:, None] * skn + offs_d[None, :], mask=kmask,
-                other=0.0)
-    v = tl.load(V + b * svb + h * svh + kpos[:, None] * svn + offs_d[None, :], mask=kmask,
-                other=0.0)
+    if TMA:
+        k = KD.load([kstart, 0])
+        v = VD.load([kstart, 0])
+    else:
+        kmask = kin[:, None] & dmask[None, :]
+        k = tl.load(K + b * skb + h * skh + kpos[:, None] * skn + offs_d[None, :], mask=kmask,
+                    other=0.0)
+        v = tl.load(V + b * svb + h * svh + kpos[:, None] * svn + offs_d[None, :], mask=kmask,
+                    other=0.0)
     s = tl.dot(q, tl.trans(k), input_precision=DOT_PREC) * qk_scale
     if MASKED:
-        s = _apply_mask(s, MASKS, mid, offs, BLOCK, False)
+        if TMA:
+            s = tl.where(MD.load([mid * BLOCK, 0]) != 0, s, float("-inf"))
+        else:
+            s = _apply_mask(s, MASKS, mid, offs, BLOCK, False)
     if HAS_KPM:
         pad = tl.load(KPM + b * N + kpos, mask=kin, other=1)
         s = tl.where(pad[None, :] == 0, s, float("-inf"))
@@ -122,10 +155,10 @@ def _fwd_step(q, m_i, l_i, acc, K, V, b, h, kpos, mid, MASKS, KPM, skb, skh, skn
 def _fwd_kernel(Q, K, V, O, LSE, SEED_O, SEED_LSE, KPM,
                 TILES, ORDER, ROWPTR, ENT, MASKS,
                 qk_scale, sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sob, soh, son,
-                H, N, D, T, E, HP_MUL,
+                H, N, D, T, E, HP_MUL, NMASK,
                 BLOCK: tl.constexpr, BLOCK_D: tl.constexpr, HAS_KPM: tl.constexpr,
                 HAS_SEED: tl.constexpr, DOT_PREC: tl.constexpr, I64: tl.constexpr,
-                HEADS_FAST: tl.constexpr):
+                HEADS_FAST: tl.constexpr, TMA: tl.constexpr):
     pid, bh = _ids(HEADS_FAST)
     b, h, hp, t, offs, qpos = _program(TILES, ORDER, pid, bh, H, T, HP_MUL, BLOCK, I64)
     offs_d = tl.arange(0, BLOCK_D)
@@ -144,26 +177,33 @@ def _fwd_kernel(Q, K, V, O, LSE, SEED_O, SEED_LSE, KPM,
         m_i = tl.full([BLOCK], float("-inf"), tl.float32)
         l_i = tl.zeros([BLOCK], tl.float32)
         acc = tl.zeros([BLOCK, BLOCK_D], tl.float32)
+    KD, VD, MD = _descs(TMA, K, b * skb + h * skh, skn, V, b * svb + h * svh, svn, MASKS, NMASK,
+                        N, D, BLOCK, BLOCK_D)
     lo = tl.load(ROWPTR + hp * (T + 1) + t)
     hi = tl.load(ROWPTR + hp * (T + 1) + t + 1)
     base = ENT + hp * E * 6
     for r in range(lo, hi):
         start, seg, jump, step, count, mid = _run(base, r)
-        pat = _pattern(seg, jump, offs)
+        if TMA:  # contiguous tiles
+            pat = offs
+        else:
+            pat = _pattern(seg, jump, offs)
         if mid >= 0:
             m_i, l_i, acc = _fwd_step(q, m_i, l_i, acc, K, V, b, h, start + pat, mid, MASKS, KPM,
                                       skb, skh, skn, svb, svh, svn, N, qk_scale, offs, offs_d,
-                                      dmask, BLOCK, True, HAS_KPM, DOT_PREC)
-        elif count == 1:  # one full tile: no pipelined loop around a single step
+                                      dmask, BLOCK, True, HAS_KPM, DOT_PREC, TMA, KD, VD, MD,
+                                      start)
+        elif count == 1 and not TMA:  # one full tile: no pipelined loop around a single step
             m_i, l_i, acc = _fwd_step(q, m_i, l_i, acc, K, V, b, h, start + pat, mid, MASKS, KPM,
                                       skb, skh, skn, svb, svh, svn, N, qk_scale, offs, offs_d,
-                                      dmask, BLOCK, False, HAS_KPM, DOT_PREC)
+                                      dmask, BLOCK, False, HAS_KPM, DOT_PREC, TMA, KD, VD, MD,
+                                      start)
         else:
             for j in range(count):
                 m_i, l_i, acc = _fwd_step(q, m_i, l_i, acc, K, V, b, h, start + j * step + pat,
                                           mid, MASKS, KPM, skb, skh, skn, svb, svh, svn, N,
                                           qk_scale, offs, offs_d, dmask, BLOCK, False, HAS_KPM,
-                                          DOT_PREC)
+                                          DOT_PREC, TMA, KD, VD, MD, start + j * step)
     nonempty = l_i > 0
     out = acc / tl.where(nonempty, l_i, 1.0)[:, None]
     lse = tl.where(nonempty, (m_i + tl.log2(tl.where(nonempty, l_i, 1.0))) * 0.6931471805599453,
@@ -201,16 +241,23 @@ def _delta_kernel(O, DO, DLSE, DELTA, sob, soh, son, sdb, sdh, sdn, total, H, N,
 @triton.jit
 def _dq_step(q, do, lse2, delta, dq, K, V, b, h, kpos, mid, MASKS, KPM, skb, skh, skn, svb, svh,
              svn, N, qk_scale, offs, offs_d, dmask, BLOCK: tl.constexpr, MASKED: tl.constexpr,
-             HAS_KPM: tl.constexpr, DOT_PREC: tl.constexpr):
-    """dq from one key tile."""
+             HAS_KPM: tl.constexpr, DOT_PREC: tl.constexpr, TMA: tl.constexpr, KD, VD, MD,
+             kstart):
+    """dq from one key tile (``TMA``: as in ``_fwd_step``, but masks read element-wise)."""
     kin = kpos < N
-    kmask = kin[:, None] & dmask[None, :]
-    k = tl.load(K + b * skb + h * skh + kpos[:, None] * skn + offs_d[None, :], mask=kmask,
-                other=0.0)
-    v = tl.load(V + b * svb + h * svh + kpos[:, None] * svn + offs_d[None, :], mask=kmask,
-                other=0.0)
+    if TMA:
+        k = KD.load([kstart, 0])
+        v = VD.load([kstart, 0])
+    else:
+        kmask = kin[:, None] & dmask[None, :]
+        k = tl.load(K + b * skb + h * skh + kpos[:, None] * skn + offs_d[None, :], mask=kmask,
+                    other=0.0)
+        v = tl.load(V + b * svb + h * svh + kpos[:, None] * svn + offs_d[None, :], mask=kmask,
+                    other=0.0)
     s = tl.dot(q, tl.trans(k), input_precision=DOT_PREC) * qk_scale
     if MASKED:
+        # element-wise even with TMA: a mask tile read through a descriptor took dq from 168
+        # to 179 registers (sm_90, Triton 3.6), past the 168 that let three programs share an SM
         s = _apply_mask(s, MASKS, mid, offs, BLOCK, False)
     if HAS_KPM:
         pad = tl.load(KPM + b * N + kpos, mask=kin, other=1)
@@ -225,9 +272,10 @@ def _dq_step(q, do, lse2, delta, dq, K, V, b, h, kpos, mid, MASKS, KPM, skb, skh
 def _dq_tile(pid, bh, Q, K, V, DO, LSE, DELTA, DQ, SEED_DQ, KPM,
              TILES, ORDER, ROWPTR, ENT, MASKS,
              qk_scale, sm_scale, sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sdb, sdh, sdn,
-             sgb, sgh, sgn, H, N, D, T, E, HP_MUL,
+             sgb, sgh, sgn, H, N, D, T, E, HP_MUL, NMASK,
              BLOCK: tl.constexpr, BLOCK_D: tl.constexpr, HAS_KPM: tl.constexpr,
-             HAS_SEED: tl.constexpr, DOT_PREC: tl.constexpr, I64: tl.constexpr):
+             HAS_SEED: tl.constexpr, DOT_PREC: tl.constexpr, I64: tl.constexpr,
+             TMA: tl.constexpr):
     b, h, hp, t, offs, qpos = _program(TILES, ORDER, pid, bh, H, T, HP_MUL, BLOCK, I64)
     offs_d = tl.arange(0, BLOCK_D)
     dmask = offs_d < D
@@ -240,25 +288,31 @@ def _dq_tile(pid, bh, Q, K, V, DO, LSE, DELTA, DQ, SEED_DQ, KPM,
     lse2 = _load_lse2(LSE, row, qin)
     delta = tl.load(DELTA + row, mask=qin, other=0.0)
     dq = tl.zeros([BLOCK, BLOCK_D], tl.float32)
+    KD, VD, MD = _descs(TMA, K, b * skb + h * skh, skn, V, b * svb + h * svh, svn, MASKS, NMASK,
+                        N, D, BLOCK, BLOCK_D)
     lo = tl.load(ROWPTR + hp * (T + 1) + t)
     hi = tl.load(ROWPTR + hp * (T + 1) + t + 1)
     base = ENT + hp * E * 6
     for r in range(lo, hi):
         start, seg, jump, step, count, mid = _run(base, r)
-        pat = _pattern(seg, jump, offs)
+        if TMA:  # contiguous tiles
+            pat = offs
+        else:
+            pat = _pattern(seg, jump, offs)
         if mid >= 0:
             dq = _dq_step(q, do, lse2, delta, dq, K, V, b, h, start + pat, mid, MASKS, KPM, skb,
                           skh, skn, svb, svh, svn, N, qk_scale, offs, offs_d, dmask, BLOCK, True,
-                          HAS_KPM, DOT_PREC)
-        elif count == 1:
+                          HAS_KPM, DOT_PREC, TMA, KD, VD, MD, start)
+        elif count == 1 and not TMA:
             dq = _dq_step(q, do, lse2, delta, dq, K, V, b, h, start + pat, mid, MASKS, KPM, skb,
                           skh, skn, svb, svh, svn, N, qk_scale, offs, offs_d, dmask, BLOCK, False,
-                          HAS_KPM, DOT_PREC)
+                          HAS_KPM, DOT_PREC, TMA, KD, VD, MD, start)
         else:
             for j in range(count):
                 dq = _dq_step(q, do, lse2, delta, dq, K, V, b, h, start + j * step + pat, mid,
                               MASKS, KPM, skb, skh, skn, svb, svh, svn, N, qk_scale, offs,
-                              offs_d, dmask, BLOCK, False, HAS_KPM, DOT_PREC)
+                              offs_d, dmask, BLOCK, False, HAS_KPM, DOT_PREC, TMA, KD, VD, MD,
+                              start + j * step)
     dq = dq * sm_scale
     if HAS_SEED:
         dq += tl.load(SEED_DQ + row[:, None] * D + offs_d[None, :], mask=qm, other=0.0)
@@ -270,20 +324,30 @@ def _dq_tile(pid, bh, Q, K, V, DO, LSE, DELTA, DQ, SEED_DQ, KPM,
 def _dkdv_step(k, v, kpad, dk, dv, Q, DO, LSE, DELTA, DQACC, b, h, H, qpos, mid, MASKS, sqb, sqh,
                sqn, sdb, sdh, sdn, N, D, qk_scale, sm_scale, offs, offs_d, dmask, BLOCK: tl.constexpr,
                MASKED: tl.constexpr, HAS_KPM: tl.constexpr, DOT_PREC: tl.constexpr,
-               ATOMIC_DQ: tl.constexpr):
+               ATOMIC_DQ: tl.constexpr, TMA: tl.constexpr, QD, DOD, MD, qstart):
     """dk and dv from one query tile (scores held transposed: keys x queries). With
-    ``ATOMIC_DQ`` this tile's share of dq is added to the float32 ``DQACC`` too (one pass)."""
+    ``ATOMIC_DQ`` this tile's share of dq is added to the float32 ``DQACC`` too (one pass).
+    With ``TMA`` the tile's positions are qstart + offs, read through the descriptors QD and
+    DOD, and MD holds the masks stored key-major."""
     qin = qpos < N
     qm = qin[:, None] & dmask[None, :]
     row = (b * H + h) * N + qpos
-    q = tl.load(Q + b * sqb + h * sqh + qpos[:, None] * sqn + offs_d[None, :], mask=qm, other=0.0)
-    do = tl.load(DO + b * sdb + h * sdh + qpos[:, None] * sdn + offs_d[None, :], mask=qm,
-                 other=0.0)
+    if TMA:
+        q = QD.load([qstart, 0])
+        do = DOD.load([qstart, 0])
+    else:
+        q = tl.load(Q + b * sqb + h * sqh + qpos[:, None] * sqn + offs_d[None, :], mask=qm,
+                    other=0.0)
+        do = tl.load(DO + b * sdb + h * sdh + qpos[:, None] * sdn + offs_d[None, :], mask=qm,
+                     other=0.0)
     lse2 = _load_lse2(LSE, row, qin)
     delta = tl.load(DELTA + row, mask=qin, other=0.0)
     st = tl.dot(k, tl.trans(q), input_precision=DOT_PREC) * qk_scale
     if MASKED:
-        st = _apply_mask(st, MASKS, mid, offs, BLOCK, True)
+        if TMA:
+            st = tl.where(MD.load([mid * BLOCK, 0]) != 0, st, float("-inf"))
+        else:
+            st = _apply_mask(st, MASKS, mid, offs, BLOCK, True)
     if HAS_KPM:
         st = tl.where(kpad[:, None] == 0, st, float("-inf"))
     pt = tl.math.exp2(st - lse2[None, :])
@@ -303,10 +367,10 @@ def _dkdv_tile(pid, bh, Q, K, V, DO, LSE, DELTA, DK, DV, SEED_DK, SEED_DV, KPM, 
                TILES, ORDER, ROWPTR, ENT, MASKS, SPLIT, PARTS, DKS, DVS, CNT, S,
                qk_scale, sm_scale, sqb, sqh, sqn, skb, skh, skn, svb, svh, svn,
                sdb, sdh, sdn, sgkb, sgkh, sgkn, sgvb, sgvh, sgvn,
-               H, N, D, T, E, HP_MUL,
+               H, N, D, T, E, HP_MUL, NMASK,
                BLOCK: tl.constexpr, BLOCK_D: tl.constexpr, HAS_KPM: tl.constexpr,
                HAS_SEED: tl.constexpr, DOT_PREC: tl.constexpr, ATOMIC_DQ: tl.constexpr,
-               I64: tl.constexpr, HAS_SPLIT: tl.constexpr):
+               I64: tl.constexpr, HAS_SPLIT: tl.constexpr, TMA: tl.constexpr):
     b, h, hp, t, offs, kpos = _program(TILES, ORDER, pid, bh, H, T, HP_MUL, BLOCK, I64)
     offs_d = tl.arange(0, BLOCK_D)
     dmask = offs_d < D
@@ -321,27 +385,34 @@ def _dkdv_tile(pid, bh, Q, K, V, DO, LSE, DELTA, DK, DV, SEED_DK, SEED_DV, KPM, 
         kpad = tl.load(KPM + b * N + kpos, mask=kin, other=1)
     else:
         kpad = kin
+    QD, DOD, MD = _descs(TMA, Q, b * sqb + h * sqh, sqn, DO, b * sdb + h * sdh, sdn, MASKS, NMASK,
+                         N, D, BLOCK, BLOCK_D)
     lo = tl.load(ROWPTR + hp * (T + 1) + t)
     hi = tl.load(ROWPTR + hp * (T + 1) + t + 1)
     base = ENT + hp * E * 6
     for r in range(lo, hi):
         start, seg, jump, step, count, mid = _run(base, r)
-        pat = _pattern(seg, jump, offs)
+        if TMA:  # contiguous tiles
+            pat = offs
+        else:
+            pat = _pattern(seg, jump, offs)
         if mid >= 0:
             dk, dv = _dkdv_step(k, v, kpad, dk, dv, Q, DO, LSE, DELTA, DQACC, b, h, H,
-                                start + pat, mid, MASKS, sqb, sqh, sqn, sdb, sdh, sdn, N, D, qk_scale, sm_scale,
-                                offs, offs_d, dmask, BLOCK, True, HAS_KPM, DOT_PREC, ATOMIC_DQ)
-        elif count == 1:
+                                start + pat, mid, MASKS, sqb, sqh, sqn, sdb, sdh, sdn, N, D,
+                                qk_scale, sm_scale, offs, offs_d, dmask, BLOCK, True, HAS_KPM,
+                                DOT_PREC, ATOMIC_DQ, TMA, QD, DOD, MD, start)
+        elif count == 1 and not TMA:
             dk, dv = _dkdv_step(k, v, kpad, dk, dv, Q, DO, LSE, DELTA, DQACC, b, h, H,
-                                start + pat, mid, MASKS, sqb, sqh, sqn, sdb, sdh, sdn, N, D, qk_scale, sm_scale,
-                                offs, offs_d, dmask, BLOCK, False, HAS_KPM, DOT_PREC, ATOMIC_DQ)
+                                start + pat, mid, MASKS, sqb, sqh, sqn, sdb, sdh, sdn, N, D,
+                                qk_scale, sm_scale, offs, offs_d, dmask, BLOCK, False, HAS_KPM,
+                                DOT_PREC, ATOMIC_DQ, TMA, QD, DOD, MD, start)
         else:
             for j in range(count):
                 dk, dv = _dkdv_step(k, v, kpad, dk, dv, Q, DO, LSE, DELTA, DQACC, b, h, H,
                                     start + j * step + pat, mid, MASKS, sqb, sqh, sqn, sdb, sdh,
-                                    sdn, N, D,
-                                    qk_scale, sm_scale, offs, offs_d, dmask, BLOCK, False,
-                                    HAS_KPM, DOT_PREC, ATOMIC_DQ)
+                                    sdn, N, D, qk_scale, sm_scale, offs, offs_d, dmask, BLOCK,
+                                    False, HAS_KPM, DOT_PREC, ATOMIC_DQ, TMA, QD, DOD, MD,
+                                    start + j * step)
     dk = dk * sm_scale
     if HAS_SPLIT:  # a piece of a split row (``plan.split_rows``): the last piece writes the sum
         slot = tl.load(SPLIT + hp * T + t)
@@ -382,30 +453,30 @@ def _bwd_kernel(Q, K, V, DO, LSE, DELTA, DQ, SEED_DQ, DK, DV, SEED_DK, SEED_DV, 
     if pid < TQ:
         _dq_tile(pid, bh, Q, K, V, DO, LSE, DELTA, DQ, SEED_DQ, KPM, QTILES, QORDER, QROWPTR, QENT,
                  MASKS, qk_scale, sm_scale, sqb, sqh, sqn, skb, skh, skn, svb, svh, svn,
-                 sdb, sdh, sdn, sgb, sgh, sgn, H, N, D, TQ, EQ, HP_MUL, BLOCK, BLOCK_D, HAS_KPM, DQ_SEED,
-                 DOT_PREC, I64)
+                 sdb, sdh, sdn, sgb, sgh, sgn, H, N, D, TQ, EQ, HP_MUL, 1, BLOCK, BLOCK_D, HAS_KPM,
+                 DQ_SEED, DOT_PREC, I64, False)
     else:
         _dkdv_tile(pid - TQ, bh, Q, K, V, DO, LSE, DELTA, DK, DV, SEED_DK, SEED_DV, KPM, DQ,
                    KTILES, KORDER, KROWPTR, KENT, MASKS, KORDER, KORDER, DELTA, DELTA, KORDER, 0,
                    qk_scale, sm_scale, sqb, sqh, sqn, skb,
                    skh, skn, svb, svh, svn, sdb, sdh, sdn, sgkb, sgkh, sgkn, sgvb, sgvh, sgvn, H,
                    N, D, TK, EK,
-                   HP_MUL, BLOCK, BLOCK_D, HAS_KPM, KV_SEED, DOT_PREC, False, I64, False)
+                   HP_MUL, 1, BLOCK, BLOCK_D, HAS_KPM, KV_SEED, DOT_PREC, False, I64, False, False)
 
 
 @triton.jit
 def _dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, SEED_DQ, KPM, TILES, ORDER, ROWPTR, ENT, MASKS,
                qk_scale, sm_scale, sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sdb, sdh, sdn,
-               sgb, sgh, sgn, H, N, D, T, E, HP_MUL,
+               sgb, sgh, sgn, H, N, D, T, E, HP_MUL, NMASK,
                BLOCK: tl.constexpr, BLOCK_D: tl.constexpr, HAS_KPM: tl.constexpr,
                HAS_SEED: tl.constexpr, DOT_PREC: tl.constexpr, I64: tl.constexpr,
-               HEADS_FAST: tl.constexpr):
+               HEADS_FAST: tl.constexpr, TMA: tl.constexpr):
     """dq alone (for large passes, where one kernel per role keeps register use lower)."""
     pid, bh = _ids(HEADS_FAST)
     _dq_tile(pid, bh, Q, K, V, DO, LSE, DELTA, DQ, SEED_DQ, KPM, TILES, ORDER, ROWPTR,
              ENT, MASKS, qk_scale, sm_scale, sqb, sqh, sqn, skb, skh, skn, svb, svh, svn,
-             sdb, sdh, sdn, sgb, sgh, sgn, H, N, D, T, E, HP_MUL, BLOCK, BLOCK_D, HAS_KPM, HAS_SEED, DOT_PREC,
-             I64)
+             sdb, sdh, sdn, sgb, sgh, sgn, H, N, D, T, E, HP_MUL, NMASK, BLOCK, BLOCK_D, HAS_KPM,
+             HAS_SEED, DOT_PREC, I64, TMA)
 
 
 @triton.jit
@@ -413,10 +484,11 @@ def _dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, SEED_DK, SEED_DV, KPM, DQACC,
                  TILES, ORDER, ROWPTR, ENT, MASKS, SPLIT, PARTS, DKS, DVS, CNT, S,
                  qk_scale, sm_scale, sqb, sqh, sqn, skb, skh, skn, svb, svh, svn, sdb, sdh, sdn,
                  sgkb, sgkh, sgkn, sgvb, sgvh, sgvn,
-                 H, N, D, T, E, HP_MUL,
+                 H, N, D, T, E, HP_MUL, NMASK,
                  BLOCK: tl.constexpr, BLOCK_D: tl.constexpr, HAS_KPM: tl.constexpr,
                  HAS_SEED: tl.constexpr, DOT_PREC: tl.constexpr, ATOMIC_DQ: tl.constexpr,
-                 I64: tl.constexpr, HEADS_FAST: tl.constexpr, HAS_SPLIT: tl.constexpr):
+                 I64: tl.constexpr, HEADS_FAST: tl.constexpr, HAS_SPLIT: tl.constexpr,
+                 TMA: tl.constexpr):
     """dk and dv alone (see ``_dq_kernel``); with ``ATOMIC_DQ`` also dq, added atomically to
     the float32 ``DQACC`` (the one-pass backward: five matmuls per tile pair instead of seven,
     in an order that varies from run to run). With ``HAS_SPLIT`` some programs are pieces of a
@@ -426,5 +498,5 @@ def _dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, SEED_DK, SEED_DV, KPM, DQACC,
     _dkdv_tile(pid, bh, Q, K, V, DO, LSE, DELTA, DK, DV, SEED_DK, SEED_DV, KPM, DQACC,
                TILES, ORDER, ROWPTR, ENT, MASKS, SPLIT, PARTS, DKS, DVS, CNT, S, qk_scale, sm_scale, sqb, sqh, sqn, skb, skh,
                skn, svb, svh, svn, sdb, sdh, sdn, sgkb, sgkh, sgkn, sgvb, sgvh, sgvn, H, N, D, T,
-               E, HP_MUL,
-               BLOCK, BLOCK_D, HAS_KPM, HAS_SEED, DOT_PREC, ATOMIC_DQ, I64, HAS_SPLIT)
+               E, HP_MUL, NMASK,
+               BLOCK, BLOCK_D, HAS_KPM, HAS_SEED, DOT_PREC, ATOMIC_DQ, I64, HAS_SPLIT, TMA)

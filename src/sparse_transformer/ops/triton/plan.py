@@ -74,9 +74,18 @@ class Pass:
             return 0, 0, 0
         return int(work.max()), int(work.sum()), work.numel()
 
+    @cached_property
+    def contiguous_runs(self) -> bool:
+        """Whether every run's tiles are runs of consecutive positions (seg == jump), in every
+        head group: the kernels can then read them through tensor descriptors (TMA). Read on
+        the host when the pass is built, like ``row_stats``."""
+        seg, jump = self.entries[..., 1], self.entries[..., 2]
+        return bool(((seg <= 0) | (seg == jump)).all())  # seg <= 0: the -1 padding of a CSR
+
 
 def _done(ps: Pass) -> Pass:
     ps.row_stats  # noqa: B018  (computed now, outside any capture)
+    ps.contiguous_runs  # noqa: B018
     return ps
 
 
@@ -181,11 +190,13 @@ def split_rows(ps: Pass, cap: int) -> Pass | None:
     many = pieces > 1
     slot_of_row = torch.where(many, many.long().cumsum(0) - 1, torch.full_like(pieces, -1))
     i32 = torch.int32
-    return Pass(ps.tiles[0, prog_row][None].contiguous(),
-                torch.argsort(-piece_work, stable=True)[None].to(i32).contiguous(),
-                new_rowptr[None].to(i32).contiguous(), e[None].to(i32).contiguous(),
-                ps.covers_all, split=slot_of_row[prog_row][None].to(i32).contiguous(),
-                parts=pieces[many].to(i32).contiguous())
+    out = Pass(ps.tiles[0, prog_row][None].contiguous(),
+               torch.argsort(-piece_work, stable=True)[None].to(i32).contiguous(),
+               new_rowptr[None].to(i32).contiguous(), e[None].to(i32).contiguous(),
+               ps.covers_all, split=slot_of_row[prog_row][None].to(i32).contiguous(),
+               parts=pieces[many].to(i32).contiguous())
+    out.__dict__["contiguous_runs"] = ps.contiguous_runs  # pieces of the same runs
+    return out
 
 
 @dataclass(frozen=True)
@@ -199,6 +210,9 @@ class TritonPlan:
     bwd: tuple[Pass, ...]  # key-major passes (dk and dv)
     tiles_computed: int  # (query tile, key tile) pairs computed per head group
     kind: str = ""  # the pattern's class name: the launch settings are tuned per kind
+    # The masks stored [key, query], for key-major passes that read them through a tensor
+    # descriptor (TMA); None: not built (then those passes read ``masks`` element-wise).
+    masks_kt: torch.Tensor | None = None
 
     @property
     def pairs_computed(self) -> int:
@@ -633,8 +647,9 @@ def _build_cached(pattern, n, heads, causal, device, block):
     if token:
         fwd.append(_merged_token_pass(token, heads))
     tiles = sum(s.tiles for s in sets) // heads
-    return TritonPlan(n, block, causal, heads, masks.to(torch.int8).contiguous(), tuple(fwd),
-                      bwd, tiles, type(pattern).__name__)
+    masks = masks.to(torch.int8).contiguous()
+    return TritonPlan(n, block, causal, heads, masks, tuple(fwd), bwd, tiles,
+                      type(pattern).__name__, masks.transpose(1, 2).contiguous())
 
 
 def _merged_token_pass(sets: list[_PartPairs], heads: int) -> Pass:

@@ -1,7 +1,8 @@
 """Launch settings of the Triton kernels, kept as data: ``tuning.json`` beside this file.
 
 Each kernel role (``fwd``, ``dq``, ``dkdv``) launches with a tile size (``block``; null: the
-device's default tile), ``num_warps`` and ``num_stages``. The table holds:
+device's default tile), ``num_warps`` and ``num_stages``, and optionally ``maxnreg`` (a cap on
+registers per thread). The table holds:
 
 * ``default``: the settings every call gets without a better entry, with ``default_how``
   saying how they were chosen. ``backend.TUNING`` is a live copy of them that benchmarks may
@@ -28,6 +29,8 @@ from ..crossover import dtype_class  # "16bit" or "fp32", as the crossover table
 TABLE = Path(__file__).with_name("tuning.json")
 ROLES = ("fwd", "dq", "dkdv")
 FIELDS = ("block", "num_warps", "num_stages")
+# Optional: ``maxnreg``, a cap on registers per thread (null or absent: the compiler's choice).
+OPTIONAL = ("maxnreg",)
 # False: every call gets ``backend.TUNING`` (the sweep turns the table off while it measures).
 USE_TABLE = True
 
@@ -45,9 +48,12 @@ def _check_settings(where: str, s: dict) -> None:
     block, warps, stages = (s.get(f) for f in FIELDS)
     ok = (block is None or block in (16, 32, 64, 128)) and warps in (1, 2, 4, 8, 16) \
         and isinstance(stages, int) and 1 <= stages <= 8
+    cap = s.get("maxnreg")
+    ok = ok and (cap is None or (isinstance(cap, int) and 32 <= cap <= 255))
     if not ok:
         raise ValueError(f"tuning table {where}: block must be null or one of 16, 32, 64, 128, "
-                         f"num_warps one of 1, 2, 4, 8, 16 and num_stages 1..8; got {s}")
+                         f"num_warps one of 1, 2, 4, 8, 16, num_stages 1..8 and maxnreg null "
+                         f"or 32..255; got {s}")
 
 
 @lru_cache(maxsize=4)
@@ -69,6 +75,7 @@ def load_table(path: str) -> dict:
         _check_settings(f"{path} entry", e)
         key = (e["kind"], head_dim_class(e["head_dim"]), e["dtype"], e["role"])
         index[key] = {f: e[f] for f in FIELDS}
+        index[key].update({f: e[f] for f in OPTIONAL if e.get(f) is not None})
     return dict(table, index=index)
 
 
