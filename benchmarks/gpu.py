@@ -156,6 +156,55 @@ def graph_time(fn, q, k, v, backward: bool) -> float:
     return t
 
 
+class SettingsAB:
+    """An A/B of backend settings in one process (``launch_schedule.py``, ``tma.py``): the same
+    bf16 q, k, v (batch 1, seeded) for every setting, dense SDPA timed once as the yardstick,
+    and one table row per (pattern, setting)."""
+
+    COLUMNS = ("fwd ms | f+b ms | fwd GPU ms | f+b GPU ms | share of dense (GPU) | bwd/fwd (GPU) "
+               "| max grad diff vs first")
+
+    def __init__(self, n: int, d: int, first_columns: str, device="cuda", dtype=torch.bfloat16):
+        self.n, self.d, self.device = n, d, device
+        self.h = heads_for(n, d)
+        torch.manual_seed(0)
+        self.q, self.k, self.v = (torch.randn(1, self.h, n, d, device=device, dtype=dtype,
+                                              requires_grad=True) for _ in range(3))
+        self.g = torch.randn_like(self.q)
+        dense = lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True)  # noqa: E731
+        q, k, v = self.q, self.k, self.v
+        self.dense_gpu = graph_time(dense, q, k, v, True)
+        name = torch.cuda.get_device_name() if torch.device(device).type == "cuda" else device
+        print(f"{name} | torch {torch.__version__} | n={n} d={d} "
+              f"H={self.h} | dense f+b eager {bench(dense, q, k, v, True):.3f} ms, GPU "
+              f"{self.dense_gpu:.3f} ms", flush=True)
+        print(f"| {first_columns} | {self.COLUMNS} |")
+        print("|" + "---|" * (first_columns.count("|") + self.COLUMNS.count("|") + 2))
+        self.first = None
+
+    def pattern(self, pattern) -> None:
+        """Start a pattern: its allowed pairs, and gradients compared from its first setting."""
+        self.pat, self.pairs = pattern, allowed_pairs(pattern, self.n, self.device)
+        self.first = None
+
+    def row(self, first_cells: str) -> None:
+        """Time ``tb.triton_attention`` on the current pattern under the settings in force."""
+        q, k, v = self.q, self.k, self.v
+        fn = lambda q, k, v, pat=self.pat: tb.triton_attention(q, k, v, pat)  # noqa: E731
+        q.grad = k.grad = v.grad = None
+        fn(q, k, v).backward(self.g)
+        grads = [t.grad.float().clone() for t in (q, k, v)]
+        self.first = self.first or grads
+        diff = max(float((a - b).abs().max()) for a, b in zip(grads, self.first))
+        fwd, fb = bench(fn, q, k, v, False), bench(fn, q, k, v, True)
+        fb_gpu, fwd_gpu = graph_time(fn, q, k, v, True), graph_time(fn, q, k, v, False)
+        n = self.n
+        share = (self.pairs / fb_gpu) / ((n * (n + 1) // 2) / self.dense_gpu)
+        print(f"| {first_cells} | {fwd:.3f} | {fb:.3f} | {fwd_gpu:.3f} | {fb_gpu:.3f} | "
+              f"{100 * share:.0f}% | {(fb_gpu - fwd_gpu) / fwd_gpu:.2f} | {diff:.2e} |",
+              flush=True)
+
+
 def sweep(n=16384, d=64, patterns=None):
     """Per kernel role (fwd, dq, dkdv), try tile sizes, warps and pipeline stages at one size;
     GPU time from CUDA graphs, so host overhead does not blur the comparison."""

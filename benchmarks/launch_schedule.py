@@ -2,10 +2,10 @@
 
 Every setting runs in one process on the same q, k, v (kernels compile once per setting), so
 the rows compare like with like. Per pattern and setting it prints the eager forward, the eager
-forward+backward (``do_bench`` medians), the forward+backward captured in a CUDA graph (GPU time
-alone), the share of dense SDPA's allowed pairs per GPU-ms, backward over forward in GPU time,
-and the largest gradient difference from the first setting (split rows add in any order, so a
-few bf16 ulps are expected; the GPU tests check against the reference).
+forward+backward (``do_bench`` medians), the forward and the forward+backward captured in CUDA
+graphs (GPU time alone), the share of dense SDPA's allowed pairs per GPU-ms, backward over
+forward in GPU time, and the largest gradient difference from the first setting (split rows add
+in any order, so a few bf16 ulps are expected; the GPU tests check against the reference).
 
 Settings are ``SPLIT/HEADS``: SPLIT is 0 (rows whole), ``auto`` or a cap in tile pairs; HEADS is
 0 (head after head), 1 (every launch interleaved) or ``auto`` (``plan.dkdv_schedule``). The
@@ -21,10 +21,9 @@ import os
 import sys
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import gpu  # noqa: E402  (benchmarks/gpu.py: PATTERNS, EXTRA, bench, graph_time, allowed_pairs)
+import gpu  # noqa: E402  (benchmarks/gpu.py: PATTERNS, EXTRA, SettingsAB)
 
 from sparse_transformer.ops.triton import backend as tb  # noqa: E402
 
@@ -52,40 +51,14 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if not torch.cuda.is_available():
         sys.exit("launch_schedule.py times GPU kernels: it needs CUDA")
-    n, d = args.n, args.d
-    h = gpu.heads_for(n, d)
-    torch.manual_seed(0)
-    q, k, v = (torch.randn(1, h, n, d, device="cuda", dtype=torch.bfloat16, requires_grad=True)
-               for _ in range(3))
-    g = torch.randn_like(q)
-    dense = lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True)  # noqa: E731
-    dense_gpu = gpu.graph_time(dense, q, k, v, True)
-    print(f"{torch.cuda.get_device_name()} | torch {torch.__version__} | n={n} d={d} H={h} | "
-          f"dense f+b eager {gpu.bench(dense, q, k, v, True):.3f} ms, GPU {dense_gpu:.3f} ms",
-          flush=True)
-    print("| pattern | split | heads | fwd ms | f+b ms | f+b GPU ms | share of dense (GPU) | "
-          "bwd/fwd (GPU) | max grad diff vs first |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    ab = gpu.SettingsAB(args.n, args.d, "pattern | split | heads")
     before = tb.SPLIT_ROWS_ABOVE, tb.HEADS_FAST
     try:
         for name in args.patterns:
-            pat = {**gpu.PATTERNS, **gpu.EXTRA}[name]
-            pairs = gpu.allowed_pairs(pat, n, "cuda")
-            first = None
+            ab.pattern({**gpu.PATTERNS, **gpu.EXTRA}[name])
             for split, heads in args.settings:
                 tb.SPLIT_ROWS_ABOVE, tb.HEADS_FAST = split, heads
-                fn = lambda q, k, v, pat=pat: tb.triton_attention(q, k, v, pat)  # noqa: E731
-                q.grad = k.grad = v.grad = None
-                fn(q, k, v).backward(g)
-                grads = [t.grad.float().clone() for t in (q, k, v)]
-                first = first or grads
-                diff = max(float((a - b).abs().max()) for a, b in zip(grads, first))
-                fwd, fb = gpu.bench(fn, q, k, v, False), gpu.bench(fn, q, k, v, True)
-                fb_gpu, fwd_gpu = gpu.graph_time(fn, q, k, v, True), gpu.graph_time(fn, q, k, v, False)
-                share = (pairs / fb_gpu) / ((n * (n + 1) // 2) / dense_gpu)
-                print(f"| {name} | {split or 0} | {heads} | {fwd:.3f} | {fb:.3f} | {fb_gpu:.3f} | "
-                      f"{100 * share:.0f}% | {(fb_gpu - fwd_gpu) / fwd_gpu:.2f} | {diff:.2e} |",
-                      flush=True)
+                ab.row(f"{name} | {split or 0} | {heads}")
     finally:
         tb.SPLIT_ROWS_ABOVE, tb.HEADS_FAST = before
 

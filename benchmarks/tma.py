@@ -22,10 +22,9 @@ import os
 import sys
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import gpu  # noqa: E402  (benchmarks/gpu.py: PATTERNS, EXTRA, bench, graph_time, allowed_pairs)
+import gpu  # noqa: E402  (benchmarks/gpu.py: PATTERNS, EXTRA, SettingsAB)
 
 from sparse_transformer.ops.triton import backend as tb  # noqa: E402
 
@@ -61,45 +60,25 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if not torch.cuda.is_available():
         sys.exit("tma.py times GPU kernels: it needs CUDA")
-    n, d = args.n, args.d
-    h = gpu.heads_for(n, d)
-    torch.manual_seed(0)
-    q, k, v = (torch.randn(1, h, n, d, device="cuda", dtype=torch.bfloat16, requires_grad=True)
-               for _ in range(3))
-    g = torch.randn_like(q)
-    dense = lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True)  # noqa: E731
-    dense_gpu = gpu.graph_time(dense, q, k, v, True)
-    print(f"{torch.cuda.get_device_name()} | torch {torch.__version__} | n={n} d={d} H={h} | "
-          f"dense f+b eager {gpu.bench(dense, q, k, v, True):.3f} ms, GPU {dense_gpu:.3f} ms",
-          flush=True)
-    print("| pattern | setting | fwd ms | f+b ms | fwd GPU ms | f+b GPU ms | share of dense (GPU) "
-          "| bwd/fwd (GPU) | max grad diff vs first |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    run(args.n, args.d, args.patterns, args.settings)
+
+
+def run(n: int, d: int, patterns: list, settings: list, **where) -> None:
+    """One table: every pattern under every setting (``where``: ``gpu.SettingsAB``'s device
+    and dtype)."""
+    ab = gpu.SettingsAB(n, d, "pattern | setting", **where)
     before = tb.TMA, tb.TUNING
     try:
-        for name in args.patterns:
-            pat = {**gpu.PATTERNS, **gpu.EXTRA}[name]
-            pairs = gpu.allowed_pairs(pat, n, "cuda")
-            first = None
-            for setting in args.settings:
+        for name in patterns:
+            ab.pattern({**gpu.PATTERNS, **gpu.EXTRA}[name])
+            for setting in settings:
                 roles, cap = setting
                 tb.TMA = roles
                 tb.TUNING = copy.deepcopy(before[1])
                 if cap:
                     tb.TUNING["dkdv"]["maxnreg"] = cap
                 tb._LAYOUTS.clear()
-                fn = lambda q, k, v, pat=pat: tb.triton_attention(q, k, v, pat)  # noqa: E731
-                q.grad = k.grad = v.grad = None
-                fn(q, k, v).backward(g)
-                grads = [t.grad.float().clone() for t in (q, k, v)]
-                first = first or grads
-                diff = max(float((a - b).abs().max()) for a, b in zip(grads, first))
-                fwd, fb = gpu.bench(fn, q, k, v, False), gpu.bench(fn, q, k, v, True)
-                fb_gpu, fwd_gpu = gpu.graph_time(fn, q, k, v, True), gpu.graph_time(fn, q, k, v, False)
-                share = (pairs / fb_gpu) / ((n * (n + 1) // 2) / dense_gpu)
-                print(f"| {name} | {label(setting)} | {fwd:.3f} | {fb:.3f} | {fwd_gpu:.3f} | "
-                      f"{fb_gpu:.3f} | {100 * share:.0f}% | {(fb_gpu - fwd_gpu) / fwd_gpu:.2f} | "
-                      f"{diff:.2e} |", flush=True)
+                ab.row(f"{name} | {label(setting)}")
     finally:
         tb.TMA, tb.TUNING = before
         tb._LAYOUTS.clear()

@@ -110,6 +110,21 @@ def _descs(TMA: tl.constexpr, A, a_off, sa, B, b_off, sb, MASKS, NMASK, N, D,
 
 
 @triton.jit
+def _load_pair(A, B, a_off, sa, b_off, sb, pos, inb, offs_d, dmask, TMA: tl.constexpr, AD, BD,
+               start):
+    """The tiles of A and B (k and v, or q and dO) at positions ``pos`` (``inb``: inside the
+    sequence) of one (batch, head), whose offsets are a_off / b_off and row strides sa / sb. With
+    ``TMA`` the positions are start + 0..BLOCK-1, read through the descriptors AD and BD."""
+    if TMA:
+        return AD.load([start, 0]), BD.load([start, 0])
+    else:
+        m = inb[:, None] & dmask[None, :]
+        a = tl.load(A + a_off + pos[:, None] * sa + offs_d[None, :], mask=m, other=0.0)
+        b = tl.load(B + b_off + pos[:, None] * sb + offs_d[None, :], mask=m, other=0.0)
+        return a, b
+
+
+@triton.jit
 def _load_lse2(LSE, row, inb):
     lse = tl.load(LSE + row, mask=inb, other=float("inf"))
     # Empty rows (lse = -inf) and out-of-range rows get +inf, so their probabilities are 0.
@@ -124,15 +139,8 @@ def _fwd_step(q, m_i, l_i, acc, K, V, b, h, kpos, mid, MASKS, KPM, skb, skh, skn
     """One key tile of the online softmax (with ``TMA`` its positions are kstart + offs, read
     through the descriptors KD, VD and, for its mask, MD)."""
     kin = kpos < N
-    if TMA:
-        k = KD.load([kstart, 0])
-        v = VD.load([kstart, 0])
-    else:
-        kmask = kin[:, None] & dmask[None, :]
-        k = tl.load(K + b * skb + h * skh + kpos[:, None] * skn + offs_d[None, :], mask=kmask,
-                    other=0.0)
-        v = tl.load(V + b * svb + h * svh + kpos[:, None] * svn + offs_d[None, :], mask=kmask,
-                    other=0.0)
+    k, v = _load_pair(K, V, b * skb + h * skh, skn, b * svb + h * svh, svn, kpos, kin, offs_d,
+                      dmask, TMA, KD, VD, kstart)
     s = tl.dot(q, tl.trans(k), input_precision=DOT_PREC) * qk_scale
     if MASKED:
         if TMA:
@@ -245,15 +253,8 @@ def _dq_step(q, do, lse2, delta, dq, K, V, b, h, kpos, mid, MASKS, KPM, skb, skh
              kstart):
     """dq from one key tile (``TMA``: as in ``_fwd_step``, but masks read element-wise)."""
     kin = kpos < N
-    if TMA:
-        k = KD.load([kstart, 0])
-        v = VD.load([kstart, 0])
-    else:
-        kmask = kin[:, None] & dmask[None, :]
-        k = tl.load(K + b * skb + h * skh + kpos[:, None] * skn + offs_d[None, :], mask=kmask,
-                    other=0.0)
-        v = tl.load(V + b * svb + h * svh + kpos[:, None] * svn + offs_d[None, :], mask=kmask,
-                    other=0.0)
+    k, v = _load_pair(K, V, b * skb + h * skh, skn, b * svb + h * svh, svn, kpos, kin, offs_d,
+                      dmask, TMA, KD, VD, kstart)
     s = tl.dot(q, tl.trans(k), input_precision=DOT_PREC) * qk_scale
     if MASKED:
         # element-wise even with TMA: a mask tile read through a descriptor took dq from 168
@@ -332,14 +333,8 @@ def _dkdv_step(k, v, kpad, dk, dv, Q, DO, LSE, DELTA, DQACC, b, h, H, qpos, mid,
     qin = qpos < N
     qm = qin[:, None] & dmask[None, :]
     row = (b * H + h) * N + qpos
-    if TMA:
-        q = QD.load([qstart, 0])
-        do = DOD.load([qstart, 0])
-    else:
-        q = tl.load(Q + b * sqb + h * sqh + qpos[:, None] * sqn + offs_d[None, :], mask=qm,
-                    other=0.0)
-        do = tl.load(DO + b * sdb + h * sdh + qpos[:, None] * sdn + offs_d[None, :], mask=qm,
-                     other=0.0)
+    q, do = _load_pair(Q, DO, b * sqb + h * sqh, sqn, b * sdb + h * sdh, sdn, qpos, qin, offs_d,
+                       dmask, TMA, QD, DOD, qstart)
     lse2 = _load_lse2(LSE, row, qin)
     delta = tl.load(DELTA + row, mask=qin, other=0.0)
     st = tl.dot(k, tl.trans(q), input_precision=DOT_PREC) * qk_scale
